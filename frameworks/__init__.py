@@ -1,0 +1,9 @@
+"""Framework adapters behind one contract (``frameworks.base.Adapter``).
+
+Importing this package imports no deep-learning framework: each adapter module imports its
+framework inside, and only the process that runs a cell (an actor, or ``runner.cell``) loads one.
+Never load TensorFlow and PyTorch in the same process.
+"""
+from __future__ import annotations
+
+FRAMEWORKS = ("keras", "pytorch", "keras_jax", "keras_torch")  # real ones; "fake" is for tests
