@@ -23,5 +23,5 @@ def pytest_collection_modifyitems(config, items):
     if not gpu_available():
         skip = pytest.mark.skip(reason="needs a CUDA GPU (none visible on this machine)")
         for item in items:
-            if "gpu" in item.keywords:
+            if item.get_closest_marker("gpu") is not None:
                 item.add_marker(skip)
