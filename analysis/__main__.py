@@ -1,0 +1,43 @@
+"""``python -m analysis <results dir> [<more dirs>…] [--out DIR]``: summary.parquet + report.html."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from analysis.options import AnalysisError, default_options
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = default_options()
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis",
+        description="Paired statistics and a self-contained HTML report from one or more sweep results directories.")
+    parser.add_argument("results", nargs="+", type=Path, help="sweep results directories (runs.parquet, …)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: the first results directory)")
+    parser.add_argument("--confidence", type=float, default=defaults.confidence)
+    parser.add_argument("--n-resamples", type=int, default=defaults.n_resamples, help="bootstrap resamples")
+    parser.add_argument("--random-state", type=int, default=defaults.random_state)
+    parser.add_argument("--margin-quality-pp", type=float, default=defaults.margin_quality_pp,
+                        help="equivalence margin for quality metrics, ± percentage points")
+    parser.add_argument("--margin-time-ratio", type=float, default=defaults.margin_time_ratio,
+                        help="equivalence margin for time/memory ratios (0.05 = ±5 %%)")
+    parser.add_argument("--alpha", type=float, default=defaults.alpha)
+    args = parser.parse_args(argv)
+    options = {"confidence": args.confidence, "n_resamples": args.n_resamples, "random_state": args.random_state,
+               "margin_quality_pp": args.margin_quality_pp, "margin_time_ratio": args.margin_time_ratio,
+               "alpha": args.alpha}
+    try:
+        from analysis import build_report
+
+        paths = build_report(args.results, args.out or args.results[0], options)
+    except AnalysisError as exc:
+        print(f"analysis: error: {exc}", file=sys.stderr)
+        return 2
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

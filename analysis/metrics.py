@@ -1,0 +1,94 @@
+"""The one table of metrics the analysis compares: direction, unit, how two frameworks are compared.
+
+Quality metrics are compared as paired *differences* (percentage points where the metric is a
+proportion); time, throughput and memory as paired *ratios* A/B, whose CI and tests are computed on
+log(A/B) so that "2× slower" and "2× faster" are symmetric.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["quality", "time", "throughput", "memory"]
+Comparison = Literal["difference", "ratio"]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str  # column in runs.parquet
+    label: str
+    kind: Kind
+    unit: str  # unit of a per-framework value
+    higher_is_better: bool
+    comparison: Comparison
+    proportion: bool = False  # value in [0, 1]: differences are shown in percentage points
+    question: str | None = None  # headline question on the verdict table (None: not a headline)
+    better_word: str = "better"  # "faster", "leaner", … used in phrases such as "pytorch 1.4× faster"
+
+    @property
+    def difference_unit(self) -> str:
+        if self.comparison == "ratio":
+            return "×"
+        return "pp" if self.proportion else self.unit
+
+
+def _q(name: str, label: str, *, question: str | None = None, proportion: bool = True,
+       higher: bool = True, unit: str = "") -> MetricInfo:
+    return MetricInfo(name, label, "quality", unit, higher, "difference", proportion, question, "better")
+
+
+# Order = order of tables in the report.
+METRICS: dict[str, MetricInfo] = {m.name: m for m in [
+    _q("accuracy", "Accuracy", question="More accurate"),
+    _q("f1", "F1 (binary: positive class; multi-class: weighted)", question="More accurate"),
+    _q("f1_macro", "F1 (macro)"),
+    _q("precision", "Precision (binary: positive class; multi-class: weighted)"),
+    _q("recall", "Recall (binary: positive class; multi-class: weighted)"),
+    _q("precision_macro", "Precision (macro)"),
+    _q("recall_macro", "Recall (macro)"),
+    _q("roc_auc", "ROC-AUC", question="More accurate"),
+    _q("log_loss", "Log loss", proportion=False, higher=False, unit="nats"),
+    MetricInfo("median_epoch_seconds", "Median epoch time (warm-up epoch excluded)", "time", "s", False,
+               "ratio", question="Trains faster", better_word="faster"),
+    MetricInfo("images_per_second", "Training throughput", "throughput", "images/s", True, "ratio",
+               question="Trains faster", better_word="faster"),
+    MetricInfo("first_epoch_seconds", "First (warm-up/compile) epoch time", "time", "s", False, "ratio",
+               better_word="faster"),
+    MetricInfo("train_seconds", "Total training time", "time", "s", False, "ratio", better_word="faster"),
+    MetricInfo("latency_p50_ms", "Inference latency p50 (batch 1)", "time", "ms", False, "ratio",
+               question="Infers faster", better_word="faster"),
+    MetricInfo("latency_p90_ms", "Inference latency p90 (batch 1)", "time", "ms", False, "ratio",
+               better_word="faster"),
+    MetricInfo("latency_p99_ms", "Inference latency p99 (batch 1)", "time", "ms", False, "ratio",
+               better_word="faster"),
+    MetricInfo("throughput_images_per_second", "Inference throughput (batched)", "throughput", "images/s",
+               True, "ratio", question="Infers faster", better_word="faster"),
+    MetricInfo("time_to_first_step_seconds", "Time to first training step (build + first step)", "time", "s",
+               False, "ratio", better_word="faster"),
+    MetricInfo("peak_host_rss_mb", "Peak host memory (RSS)", "memory", "MB", False, "ratio",
+               question="Leaner", better_word="leaner"),
+    MetricInfo("peak_device_memory_mb", "Peak device memory", "memory", "MB", False, "ratio",
+               question="Leaner", better_word="leaner"),
+]}
+
+# Headline questions in the order the verdict table asks them.
+QUESTIONS: tuple[str, ...] = ("Trains faster", "Infers faster", "More accurate", "Leaner")
+
+# The columns that define a condition: two runs are paired when all of these and the seed agree.
+CONDITION_COLUMNS: tuple[str, ...] = (
+    "data", "model", "epochs", "batch_size", "device_kind", "device_name",
+    "precision_policy", "compile_policy", "parity_mode",
+)
+
+CONDITION_LABELS: dict[str, str] = {
+    "data": "data", "model": "model", "epochs": "epochs", "batch_size": "batch",
+    "device_kind": "device", "device_name": "device name", "precision_policy": "precision",
+    "compile_policy": "compile", "parity_mode": "parity",
+}
+
+# Display order of frameworks; pairs are (earlier, later) so "keras vs pytorch" reads A = keras.
+FRAMEWORK_ORDER: tuple[str, ...] = ("keras", "pytorch", "keras_jax", "keras_torch", "fake")
+
+
+def framework_sort_key(name: str) -> tuple[int, str]:
+    return (FRAMEWORK_ORDER.index(name) if name in FRAMEWORK_ORDER else len(FRAMEWORK_ORDER), name)

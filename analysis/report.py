@@ -1,0 +1,651 @@
+"""``build_report``: sweep directories → ``summary.parquet`` + one self-contained ``report.html``.
+
+Both files are written to temporary names first and renamed only after everything has been
+computed and rendered, so a failure never leaves a half-written report behind.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import jinja2
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis import loc
+from analysis.load import Results, load_results, require_ok
+from analysis.metrics import METRICS, QUESTIONS, framework_sort_key
+from analysis.options import AnalysisError, AnalysisOptions
+from analysis.summary import conditions_table, constant_conditions, summarize
+
+TEMPLATE_DIR = Path(__file__).with_name("templates")
+MAX_CONDITION_FIGURES = 24  # per-condition figure sets beyond this are left to the tables
+
+# Developer-experience table of seed notebook 001: fair, brief, qualitative. The measured evidence
+# (lines of code, import time, time to first step) is added per row from this code base and the runs.
+DX_ROWS: list[tuple[str, str, str, str]] = [
+    ("API level", "api",
+     "High level: Model + compile/fit/evaluate/predict, callbacks for hooks; one code base runs on the "
+     "TensorFlow, JAX or PyTorch backend.",
+     "Lower level: nn.Module + a loop you write; high-level trainers (Lightning, Ignite, …) are separate packages."),
+    ("Model definition", "model-definition",
+     "Sequential/functional API; input shapes inferred; channels-last (NHWC) by default.",
+     "nn.Module/nn.Sequential; input channels stated per layer (or Lazy modules); channels-first (NCHW)."),
+    ("Data loading", "data-pipeline",
+     "tf.data on the TensorFlow backend, keras.utils.PyDataset elsewhere; NumPy arrays accepted directly.",
+     "Dataset + DataLoader (workers, pinned memory); torchvision transforms."),
+    ("Training loop", "training-loop",
+     "fit owns the loop; custom steps by overriding train_step.",
+     "Written by hand: forward, loss, backward, step, zero_grad — full control, more code."),
+    ("Debugging", "debugging",
+     "fit traces/compiles the step by default (XLA auto-jit on TensorFlow); run_eagerly=True for "
+     "step-through debugging.",
+     "Eager by default: pdb and prints work inside the step; torch.compile is opt-in."),
+    ("Ecosystem & deployment", "ecosystem",
+     "SavedModel → TF Serving / LiteRT on the TensorFlow backend, model.export; pretrained models in KerasHub.",
+     "torch.export / ONNX, ExecuTorch for mobile; most research code and pretrained weights "
+     "(Hugging Face, timm, torchvision)."),
+]
+
+ADAPTER_FILES = {"keras": "frameworks/keras_adapter.py", "pytorch": "frameworks/pytorch_adapter.py"}
+
+
+# --------------------------------------------------------------------------------------------- formatting
+
+def _finite(x: Any) -> bool:
+    try:
+        return x is not None and x is not pd.NA and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt_num(x: Any, digits: int = 3) -> str:
+    if not _finite(x):
+        return "—"
+    x = float(x)
+    if x == 0:
+        return "0"
+    mag = abs(x)
+    if mag >= 10 ** digits:
+        return f"{x:,.0f}"
+    decimals = max(0, digits - 1 - int(math.floor(math.log10(mag))))
+    return f"{x:.{decimals}f}"
+
+
+def fmt_p(p: Any) -> str:
+    if not _finite(p):
+        return "—"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fmt_value(metric: str, x: Any) -> str:
+    """A per-framework value with its unit (proportions as %)."""
+    info = METRICS[metric]
+    if not _finite(x):
+        return "—"
+    if info.proportion:
+        return f"{100 * float(x):.2f} %"
+    return f"{fmt_num(x)} {info.unit}".strip()
+
+
+def fmt_ci(metric: str, low: Any, high: Any, n: Any, *, pair: bool) -> str:
+    if _finite(n) and int(n) == 1:
+        return "no interval (1 seed)"
+    if not (_finite(low) and _finite(high)):
+        return "—"
+    info = METRICS[metric]
+    if pair:
+        if info.comparison == "ratio":
+            return f"[{float(low):.3f}, {float(high):.3f}]"
+        return f"[{float(low):+.2f}, {float(high):+.2f}]" if info.proportion else f"[{fmt_num(low)}, {fmt_num(high)}]"
+    if info.proportion:
+        return f"[{100 * float(low):.2f}, {100 * float(high):.2f}]"
+    return f"[{fmt_num(low)}, {fmt_num(high)}]"
+
+
+def fmt_estimate(metric: str, x: Any, *, pair: bool) -> str:
+    if not pair:
+        return fmt_value(metric, x)
+    info = METRICS[metric]
+    if not _finite(x):
+        return "—"
+    if info.comparison == "ratio":
+        return f"{float(x):.3f}×"
+    return f"{float(x):+.2f} pp" if info.proportion else f"{float(x):+.4g} {info.unit}"
+
+
+def hint_text(verdict: str, seeds_needed: Any, n: Any) -> str:
+    if not verdict.startswith("inconclusive") or not _finite(seeds_needed):
+        return ""
+    k = int(seeds_needed)
+    if k > 1000:
+        return "> 1000 seeds: the difference is tiny next to the seed-to-seed noise"
+    if _finite(n) and int(n) == 1:
+        return f"run ≥ {k} seeds (1 seed shows no spread)"
+    return f"run ≈ {k} seeds"
+
+
+def verdict_class(verdict: str, a: str, b: str) -> str:
+    if verdict == "equivalent":
+        return "v-eq"
+    if verdict == f"{a} better":
+        return "v-a"
+    if verdict == f"{b} better":
+        return "v-b"
+    return "v-inc"
+
+
+# --------------------------------------------------------------------------------------------- sections
+
+def _pair_label(row) -> str:
+    return f"{row.framework_a} vs {row.framework_b}"
+
+
+def _verdict_sections(summary: pd.DataFrame, conditions: pd.DataFrame, style: dict) -> list[dict]:
+    pairs = summary[summary["row_kind"] == "pair"]
+    out = []
+    for cond in conditions.itertuples(index=False):
+        cpairs = pairs[pairs["condition_id"] == cond.condition_id]
+        fws = summary[(summary["row_kind"] == "framework") & (summary["condition_id"] == cond.condition_id)]
+        rows = []
+        for question in QUESTIONS:
+            for metric in [m for m, i in METRICS.items() if i.question == question]:
+                for r in cpairs[cpairs["metric"] == metric].itertuples(index=False):
+                    info = METRICS[metric]
+                    ratio = info.comparison == "ratio"
+                    rows.append({
+                        "question": question, "metric": info.label.split(" (")[0], "pair": _pair_label(r),
+                        "a": r.framework_a, "b": r.framework_b,
+                        "estimate": (f"{r.framework_a}/{r.framework_b} = " if ratio else f"{r.framework_a} − {r.framework_b} = ")
+                        + fmt_estimate(metric, r.estimate, pair=True),
+                        "ci": fmt_ci(metric, r.ci_low, r.ci_high, r.n, pair=True),
+                        "phrase": r.phrase or "", "verdict": r.verdict,
+                        "vclass": verdict_class(r.verdict, r.framework_a, r.framework_b),
+                        "winner_color": style.get(r.winner, {}).get("color", "") if r.winner else "",
+                        "n": int(r.n), "hint": hint_text(r.verdict, r.seeds_needed, r.n),
+                        "p_holm": fmt_p(r.p_holm), "p_tost": fmt_p(r.p_tost),
+                    })
+        out.append({"id": int(cond.condition_id), "label": cond.condition, "rows": rows,
+                    "frameworks": sorted(fws["framework"].unique(), key=framework_sort_key)})
+    return out
+
+
+def _metric_tables(summary: pd.DataFrame, conditions: pd.DataFrame) -> list[dict]:
+    tables = []
+    fw_rows = summary[summary["row_kind"] == "framework"]
+    pair_rows = summary[summary["row_kind"] == "pair"]
+    for metric, info in METRICS.items():
+        f = fw_rows[fw_rows["metric"] == metric]
+        if f.empty:
+            continue
+        p = pair_rows[pair_rows["metric"] == metric]
+        rows = []
+        for cond in conditions.itertuples(index=False):
+            for r in f[f["condition_id"] == cond.condition_id].itertuples(index=False):
+                rows.append({"condition": cond.condition, "who": r.framework, "kind": "framework",
+                             "estimate": fmt_value(metric, r.estimate),
+                             "ci": fmt_ci(metric, r.ci_low, r.ci_high, r.n, pair=False),
+                             "median": fmt_value(metric, r.median),
+                             "spread": (f"sd {fmt_value(metric, r.std)}, IQR {fmt_value(metric, r.iqr)}"
+                                        if _finite(r.std) else "—"),
+                             "n": int(r.n), "p": "", "p_holm": "", "p_tost": "", "prob": "", "verdict": ""})
+            for r in p[p["condition_id"] == cond.condition_id].itertuples(index=False):
+                rows.append({"condition": cond.condition, "who": _pair_label(r), "kind": "pair",
+                             "estimate": fmt_estimate(metric, r.estimate, pair=True),
+                             "ci": fmt_ci(metric, r.ci_low, r.ci_high, r.n, pair=True),
+                             "median": fmt_estimate(metric, r.median, pair=True), "spread": r.phrase or "",
+                             "n": int(r.n), "p": fmt_p(r.p), "p_holm": fmt_p(r.p_holm), "p_tost": fmt_p(r.p_tost),
+                             "prob": fmt_num(r.prob_a_better, 2), "verdict": r.verdict,
+                             "vclass": verdict_class(r.verdict, r.framework_a, r.framework_b)})
+        unit = "%" if info.proportion else info.unit
+        comparison = ("difference A − B in percentage points" if info.proportion else
+                      f"difference A − B in {info.unit}" if info.comparison == "difference" else
+                      "ratio A / B (geometric mean over seeds)")
+        tables.append({"metric": metric, "label": info.label, "unit": unit, "comparison": comparison,
+                       "direction": "higher is better" if info.higher_is_better else "lower is better", "rows": rows})
+    return tables
+
+
+def _mcnemar_table(summary: pd.DataFrame) -> list[dict]:
+    rows = summary[summary["row_kind"] == "mcnemar"]
+    return [{"condition": r.condition, "pair": _pair_label(r), "seed": int(r.seed), "n": int(r.n),
+             "estimate": f"{r.estimate:+.2f} pp", "p": fmt_p(r.p), "p_holm": fmt_p(r.p_holm), "verdict": r.verdict,
+             "note": r.note or ""} for r in rows.itertuples(index=False)]
+
+
+def _json_cell(text: Any) -> Any:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True)
+    return str(v)
+
+
+def _knob_table(ok: pd.DataFrame) -> dict:
+    frameworks = sorted(ok["framework"].unique(), key=framework_sort_key)
+    modes = sorted(ok["parity_mode"].dropna().astype(str).unique()) or ["—"]
+    columns = [(m, fw) for m in modes for fw in frameworks]
+    values: dict[str, dict[tuple[str, str], set[str]]] = {}
+    for r in ok.itertuples(index=False):
+        knobs = _json_cell(getattr(r, "parity_knobs", None))
+        if not isinstance(knobs, dict):
+            continue
+        for k, v in knobs.items():
+            values.setdefault(k, {}).setdefault((str(r.parity_mode), r.framework), set()).add(_value_text(v))
+    rows = []
+    for knob in sorted(values):
+        cells = [", ".join(sorted(values[knob].get(col, set()))) or "—" for col in columns]
+        differs = any(len({", ".join(sorted(values[knob].get((m, fw), set()))) for fw in frameworks
+                           if (m, fw) in values[knob]}) > 1 for m in modes)
+        rows.append({"knob": knob, "cells": cells, "differs": differs})
+    return {"columns": [f"{fw} ({m})" if len(modes) > 1 else fw for m, fw in columns], "rows": rows}
+
+
+def _split_audit(runs: pd.DataFrame) -> dict:
+    have = runs[runs["split_hash"].notna()] if "split_hash" in runs else runs.iloc[0:0]
+    frameworks = sorted(have["framework"].unique(), key=framework_sort_key)
+    rows, mismatches = [], 0
+    for (data, seed), grp in have.groupby(["data", "seed"], dropna=False):
+        cells = []
+        for fw in frameworks:
+            hashes = sorted(grp.loc[grp["framework"] == fw, "split_hash"].astype(str).unique())
+            cells.append(", ".join(h[:12] for h in hashes) or "—")
+        distinct = grp["split_hash"].astype(str).nunique()
+        mismatches += distinct > 1
+        rows.append({"data": str(data), "seed": int(seed), "cells": cells, "ok": distinct == 1})
+    return {"frameworks": frameworks, "rows": rows, "mismatches": mismatches, "available": bool(len(have))}
+
+
+def _failed_cells(runs: pd.DataFrame) -> list[dict]:
+    failed = runs[runs["status"] != "ok"]
+    out = []
+    for r in failed.itertuples(index=False):
+        cond = " · ".join(str(getattr(r, c)) for c in ("data", "model", "batch_size", "device_kind",
+                                                       "precision_policy", "compile_policy")
+                          if getattr(r, c, None) is not None)
+        err = str(r.error or "").strip()
+        out.append({"framework": r.framework, "seed": int(r.seed), "condition": cond,
+                    "attempt": "" if not _finite(getattr(r, "attempt", None)) else int(r.attempt),
+                    "error": err.splitlines()[0] if err else "(no error text)",
+                    "traceback": str(getattr(r, "traceback", "") or ""), "cell_id": r.cell_id})
+    return out
+
+
+def _gate_views(dirs) -> list[dict]:
+    """One view per gate check. The runner's record is {status, summary, checks: [{model, data, status,
+    tolerance, errors?, comparison: frameworks.parity.compare(...)}]}; other shapes are read tolerantly."""
+    views = []
+    for sweep in dirs:
+        gate = sweep.parity_gate
+        if isinstance(gate, dict) and isinstance(gate.get("checks"), list):
+            record_notes = [str(gate["summary"])] if gate.get("summary") else []
+            if not gate["checks"]:
+                view = gate_view({k: v for k, v in gate.items() if k != "checks"}, sweep.parity_gate_source,
+                                 str(sweep.path))
+                view["notes"] = view["notes"] or record_notes
+                views.append(view)
+            for check in gate["checks"]:
+                views.append(gate_view(check, sweep.parity_gate_source, str(sweep.path)))
+        elif isinstance(gate, list):
+            views += [gate_view(item, sweep.parity_gate_source, str(sweep.path)) for item in gate]
+        else:
+            views.append(gate_view(gate, sweep.parity_gate_source, str(sweep.path)))
+    return views
+
+
+def _first(d: Mapping, *keys: str) -> Any:
+    for k in keys:
+        if k in d and d[k] is not None:
+            return d[k]
+    return None
+
+
+def _status_word(value: Any) -> str:
+    if isinstance(value, bool):
+        return "passed" if value else "FAILED"
+    if isinstance(value, str):
+        low = value.lower()
+        if low in ("pass", "passed", "ok", "true", "success"):
+            return "passed"
+        if low in ("fail", "failed", "false"):
+            return "FAILED"
+        if low == "error":
+            return "ERROR"
+        return value
+    return "unknown"
+
+
+def _notes(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    if isinstance(value, dict):
+        return [f"{k}: {v}" for k, v in value.items()]
+    return []
+
+
+def gate_view(gate: Any, source: str, directory: str) -> dict:
+    """The equivalence-gate result in a fixed shape for the template, whatever shape it came in."""
+    view = {"dir": directory, "source": source, "status": "not run", "model": "", "params": [], "pairs": [],
+            "knobs": {"columns": [], "rows": []}, "notes": [], "raw": ""}
+    if gate is None:
+        return view
+    view["raw"] = json.dumps(gate, indent=2, sort_keys=True, default=str)
+    if not isinstance(gate, dict):
+        view["status"] = "unknown shape (raw result below)"
+        return view
+    comparison = gate.get("comparison")
+    if isinstance(comparison, dict):  # a runner check wrapping frameworks.parity.compare(...)
+        outer = gate
+        gate = dict(comparison)
+        gate["status"] = outer.get("status", comparison.get("passed"))
+        gate["model"] = " × ".join(str(x) for x in (outer.get("model"), outer.get("data")) if x)
+        gate.setdefault("tolerance", outer.get("tolerance"))
+        gate["notes"] = (_notes(comparison.get("reasons")) + _notes(outer.get("errors"))
+                         + _notes(comparison.get("cannot_match")))
+    elif "errors" in gate:
+        gate = dict(gate, notes=_notes(gate.get("notes")) + _notes(gate.get("errors")))
+    view["status"] = _status_word(_first(gate, "status", "passed", "pass", "ok", "result"))
+    view["model"] = str(_first(gate, "model", "model_name") or "")
+    fws = _first(gate, "param_counts", "frameworks", "params")
+    if isinstance(fws, dict):
+        for fw, info in sorted(fws.items(), key=lambda kv: framework_sort_key(kv[0])):
+            if isinstance(info, dict):
+                view["params"].append({"framework": fw,
+                                       "trainable": _value_text(_first(info, "trainable", "param_count", "params")),
+                                       "total": _value_text(_first(info, "total", "param_count_total") or "—")})
+            else:
+                view["params"].append({"framework": fw, "trainable": _value_text(info), "total": "—"})
+    pairs = _first(gate, "pairs", "comparisons", "pairwise")
+    if isinstance(pairs, dict):
+        pairs = [dict(v, pair=k) if isinstance(v, dict) else {"pair": k, "value": v} for k, v in pairs.items()]
+    tolerance = gate.get("tolerance")
+    if isinstance(pairs, list):
+        for p in pairs:
+            if not isinstance(p, dict):
+                continue
+            names = p.get("frameworks") if isinstance(p.get("frameworks"), list) else None
+            label = p.get("pair") or (" vs ".join(map(str, names)) if names else
+                                      f"{_first(p, 'a', 'framework_a', 'left') or '?'} vs "
+                                      f"{_first(p, 'b', 'framework_b', 'right') or '?'}")
+            step = p.get("step") if isinstance(p.get("step"), dict) else {}
+            view["pairs"].append({
+                "pair": str(label),
+                "max_abs": _value_text(_first(p, "max_abs_delta_logits", "max_abs_diff", "max_abs", "max_abs_delta")),
+                "max_rel": _value_text(_first(p, "max_rel_delta_logits", "max_rel_diff", "max_rel", "max_rel_delta")),
+                "tolerance": _value_text(_first(p, "tolerance", "atol", "tol") or tolerance or "—"),
+                "step": (_status_word(step.get("passed")) + (
+                    f" (max |Δ update| {_value_text(step['max_abs_delta_update_corrected'])})"
+                    if _finite(step.get("max_abs_delta_update_corrected")) else "")) if step else "—",
+                "status": _status_word(_first(p, "passed", "pass", "ok", "status")),
+            })
+    knobs = gate.get("knobs")
+    differing = set(gate.get("knobs_differing") or [])
+    if isinstance(knobs, dict) and knobs and all(isinstance(v, dict) for v in knobs.values()):
+        cols = sorted(knobs, key=framework_sort_key)
+        names = sorted({k for v in knobs.values() for k in v})
+        view["knobs"] = {"columns": cols,
+                         "rows": [{"knob": n, "differs": n in differing,
+                                   "cells": [_value_text(knobs[c].get(n, "—")) for c in cols]} for n in names]}
+    view["notes"] = _notes(gate.get("notes")) or _notes(gate.get("summary"))
+    return view
+
+
+def _dx_table(ok: pd.DataFrame, source_root: Path) -> dict:
+    counts = {fw: loc.count_regions(source_root / path) for fw, path in ADAPTER_FILES.items()}
+    totals = {fw: loc.count_file(source_root / path) for fw, path in ADAPTER_FILES.items()}
+
+    def loc_text(region: str) -> str:
+        parts = []
+        for fw in ADAPTER_FILES:
+            v = counts[fw][region] if region in counts[fw] else totals[fw]
+            parts.append(f"{fw}: {v if v is not None else 'n/a'}")
+        return "lines of code — " + ", ".join(parts)
+
+    def timing(column: str, positive_only: bool) -> str:
+        if column not in ok:
+            return "n/a"
+        parts = []
+        for fw, grp in sorted(ok.groupby("framework"), key=lambda kv: framework_sort_key(kv[0])):
+            v = grp[column].dropna()
+            if positive_only:
+                v = v[v > 0]  # 0 = framework already imported by an earlier cell of the same process
+            if len(v):
+                parts.append(f"{fw}: {fmt_num(v.median())} s (median, n={len(v)})")
+        return ", ".join(parts) or "n/a"
+
+    evidence = {
+        "api": "whole adapter, " + ", ".join(f"{fw}: {totals[fw] if totals[fw] is not None else 'n/a'}" for fw in ADAPTER_FILES)
+        + " lines of code",
+        "model-definition": loc_text("model-definition"),
+        "data-pipeline": loc_text("data-pipeline"),
+        "training-loop": loc_text("training-loop"),
+        "debugging": "time to first training step (build + first step: the wait in an edit–run cycle) — "
+        + timing("time_to_first_step_seconds", positive_only=False),
+        "ecosystem": "framework import time (cold start of a fresh process) — " + timing("import_seconds", positive_only=True),
+    }
+    return {"rows": [{"aspect": aspect, "keras": k, "pytorch": p, "evidence": evidence[key]}
+                     for aspect, key, k, p in DX_ROWS],
+            "files": ADAPTER_FILES,
+            "missing": [fw for fw in ADAPTER_FILES if all(v is None for v in counts[fw].values())]}
+
+
+def _environment(results: Results) -> dict:
+    ok = results.ok_runs
+    runs = results.runs
+    versions: dict[str, dict[str, set[str]]] = {}
+    for r in runs.itertuples(index=False):
+        v = _json_cell(getattr(r, "versions", None))
+        if isinstance(v, dict):
+            for pkg, ver in v.items():
+                versions.setdefault(str(pkg), {}).setdefault(r.framework, set()).add(str(ver))
+    frameworks = sorted(runs["framework"].unique(), key=framework_sort_key)
+    version_rows = [{"package": pkg, "cells": [", ".join(sorted(versions[pkg].get(fw, set()))) or "—" for fw in frameworks]}
+                    for pkg in sorted(versions)]
+    dev_cols = [c for c in ("device_kind", "device_name", "host", "gpu_index") if c in runs]
+    devices = (runs[dev_cols + ["framework"]].astype("string").fillna("—").value_counts().reset_index(name="runs")
+               .sort_values(dev_cols + ["framework"]).to_dict("records"))
+
+    def uniq(col: str) -> list[str]:
+        return sorted(runs[col].dropna().astype(str).unique()) if col in runs else []
+
+    started = pd.to_datetime(runs["start_time"], utc=True).min() if "start_time" in runs else None
+    ended = pd.to_datetime(runs["end_time"], utc=True).max() if "end_time" in runs else None
+    sweeps = []
+    for s in results.dirs:
+        meta = dict(s.metadata)
+        config = meta.pop("config", None)
+        environment = meta.pop("environment", None)
+        meta.pop("parity_gate", None)
+        sweeps.append({"dir": str(s.path), "config": _pretty(config), "environment": _pretty(environment),
+                       "other": _pretty(meta) if meta else "", "from_fragments": s.from_fragments})
+    return {"frameworks": frameworks, "versions": version_rows, "devices": devices, "device_cols": dev_cols,
+            "hosts": uniq("host"), "git_shas": uniq("git_sha"), "sweep_ids": uniq("sweep_id"),
+            "framework_versions": sorted({f"{r.framework} {r.framework_version}" for r in ok.itertuples(index=False)
+                                          if getattr(r, "framework_version", None)}),
+            "started": "" if started is None or pd.isna(started) else started.isoformat(timespec="seconds"),
+            "ended": "" if ended is None or pd.isna(ended) else ended.isoformat(timespec="seconds"),
+            "sweeps": sweeps}
+
+
+def _pretty(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    try:
+        import yaml
+
+        return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    except Exception:  # noqa: BLE001 — any unserialisable value still shows, as JSON
+        return json.dumps(value, indent=2, default=str)
+
+
+def _per_class(ok: pd.DataFrame) -> list[dict]:
+    """Per-class precision/recall/F1 averaged over seeds, per framework (one table per condition)."""
+    out = {}
+    for r in ok.itertuples(index=False):
+        pc = _json_cell(getattr(r, "per_class", None))
+        if not isinstance(pc, dict):
+            continue
+        for cls, vals in pc.items():
+            if isinstance(vals, dict):
+                for k in ("precision", "recall", "f1"):
+                    if _finite(vals.get(k)):
+                        out.setdefault((r.framework, str(cls), k), []).append(float(vals[k]))
+    if not out:
+        return []
+    frameworks = sorted({k[0] for k in out}, key=framework_sort_key)
+    classes = list(dict.fromkeys(k[1] for k in out))
+    rows = []
+    for cls in classes:
+        cells = []
+        for fw in frameworks:
+            for k in ("precision", "recall", "f1"):
+                v = out.get((fw, cls, k))
+                cells.append(f"{100 * np.mean(v):.1f}" if v else "—")
+        rows.append({"cls": cls, "cells": cells})
+    return [{"frameworks": frameworks, "rows": rows}]
+
+
+def _condition_figures(results: Results, conditions: pd.DataFrame, cond_codes: np.ndarray, style: dict) -> list[dict]:
+    from analysis import plots
+
+    ok = results.ok_runs.reset_index(drop=True).assign(condition_id=cond_codes)
+    frameworks = sorted(ok["framework"].unique(), key=framework_sort_key)
+    headline = [m for m, i in METRICS.items() if i.question]
+    epochs = None
+    if results.epochs is not None:
+        epochs = results.epochs.drop(columns=["framework", "seed"], errors="ignore").merge(
+            ok[["cell_id", "framework", "seed", "condition_id"]], on="cell_id", how="inner")
+    preds = None
+    if results.predictions is not None:
+        preds = results.predictions[["cell_id", "y_true", "y_pred"]].assign(_row=np.arange(len(results.predictions)))
+        preds = preds.merge(ok[["cell_id", "framework", "seed", "condition_id"]], on="cell_id", how="inner")
+    out = []
+    for cond in conditions.head(MAX_CONDITION_FIGURES).itertuples(index=False):
+        runs_c = ok[ok["condition_id"] == cond.condition_id]
+        fig = {"id": int(cond.condition_id), "label": cond.condition,
+               "strip": plots.seed_strip_plot(runs_c, headline, frameworks, style)}
+        fig["curves"] = plots.learning_curves(epochs[epochs["condition_id"] == cond.condition_id], style) \
+            if epochs is not None else None
+        fig["roc"] = plots.roc_curves(preds[preds["condition_id"] == cond.condition_id], results.scores, style) \
+            if preds is not None else None
+        matrices, classes = {}, []
+        for fw, grp in sorted(runs_c.groupby("framework"), key=lambda kv: framework_sort_key(kv[0])):
+            mats = [np.asarray(m) for m in (_json_cell(x) for x in grp.get("confusion_matrix", [])) if m]
+            mats = [m for m in mats if m.ndim == 2 and m.shape[0] == m.shape[1]]
+            if mats and len({m.shape for m in mats}) == 1:
+                matrices[fw] = np.sum(mats, axis=0)
+                cl = _json_cell(grp["classes"].dropna().iloc[0]) if "classes" in grp and grp["classes"].notna().any() else None
+                classes = [str(c) for c in cl] if isinstance(cl, list) else classes
+        fig["confusion"] = plots.confusion_matrices(matrices, classes) if len({m.shape for m in matrices.values()}) == 1 else None
+        fig["per_class"] = _per_class(runs_c)
+        out.append(fig)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- entry point
+
+def _environment_jinja() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return env
+
+
+def render_html(context: Mapping[str, Any]) -> str:
+    return _environment_jinja().get_template("report.html.j2").render(**context)
+
+
+def _summary_table(summary: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(summary, preserve_index=False)
+
+
+def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[str, Any] | AnalysisOptions | None = None,
+          *, source_root: str | Path | None = None) -> dict[str, Path]:
+    from runner import PROJECT_ROOT
+
+    opts = options if isinstance(options, AnalysisOptions) else AnalysisOptions.from_mapping(options)
+    results = load_results([Path(d) for d in results_dirs])
+    require_ok(results)
+    from analysis import plots  # matplotlib only once the input is known to be usable
+    ok = results.ok_runs.reset_index(drop=True)
+    summary, conditions, notes = summarize(ok, opts, results.predictions)
+    notes = results.notes + notes
+    _, cond_codes = conditions_table(ok)
+    frameworks = sorted(ok["framework"].unique(), key=framework_sort_key)
+    style = plots.framework_style(results.runs["framework"].unique())
+
+    pairs = summary[summary["row_kind"] == "pair"]
+    headline = pairs[pairs["metric"].map(lambda m: METRICS[m].question is not None)]
+    fw_rows = summary[summary["row_kind"] == "framework"].copy()
+    fw_rows["device_label"] = (fw_rows["device_kind"].astype("string").fillna("?") + " "
+                               + fw_rows["device_name"].astype("string").fillna("")).str.strip()
+    split = _split_audit(results.runs)
+    failed = _failed_cells(results.runs)
+    seeds_per_fw = ok.groupby("framework")["seed"].nunique().to_dict()
+    context = {
+        "title": " vs ".join(frameworks) + " — benchmark report",
+        "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "dirs": [str(s.path) for s in results.dirs],
+        "frameworks": frameworks,
+        "style": style,
+        "constant_conditions": constant_conditions(conditions),
+        "n_ok": len(ok), "n_failed": len(failed), "n_conditions": len(conditions),
+        "seeds": {fw: int(seeds_per_fw.get(fw, 0)) for fw in frameworks},
+        "options": opts,
+        "margin_ratio_low": f"{1 / (1 + opts.margin_time_ratio):.3f}", "margin_ratio_high": f"{1 + opts.margin_time_ratio:.3f}",
+        "family_size": int(np.isfinite(pairs["p"].to_numpy(float)).sum()),
+        "notes": notes,
+        "verdict_sections": _verdict_sections(summary, conditions, style),
+        "metric_tables": _metric_tables(summary, conditions),
+        "mcnemar": _mcnemar_table(summary),
+        "forest": plots.forest_plot(headline, style),
+        "scaling": plots.scaling_plot(fw_rows, style),
+        "memory": plots.memory_plot(fw_rows, style),
+        "condition_figures": _condition_figures(results, conditions, cond_codes, style),
+        "more_conditions": max(0, len(conditions) - MAX_CONDITION_FIGURES),
+        "has_epochs": results.epochs is not None, "has_predictions": results.predictions is not None,
+        "knobs": _knob_table(ok),
+        "gates": _gate_views(results.dirs),
+        "split": split,
+        "failed": failed,
+        "dx": _dx_table(ok, Path(source_root) if source_root else PROJECT_ROOT),
+        "env": _environment(results),
+    }
+    html = render_html(context)
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AnalysisError(f"{out}: cannot create the output directory ({exc})") from None
+    targets = {"summary": out / "summary.parquet", "report": out / "report.html"}
+    temps = {k: p.with_name(f".{p.name}.{os.getpid()}.tmp") for k, p in targets.items()}
+    try:
+        pq.write_table(_summary_table(summary), temps["summary"])
+        temps["report"].write_text(html, encoding="utf-8")
+        for k in targets:
+            os.replace(temps[k], targets[k])
+    except OSError as exc:
+        raise AnalysisError(f"{out}: cannot write the report ({exc})") from None
+    finally:
+        for t in temps.values():
+            t.unlink(missing_ok=True)
+    return targets
