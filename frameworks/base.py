@@ -61,6 +61,7 @@ class TrainSettings:
     learning_rate: float = 1e-3
     batch_size: int = 64
     eval_batch_size: int = 256
+    seed: int = 0  # seeds the framework's own RNG in build() (dropout masks, native init)
 
 
 @dataclass

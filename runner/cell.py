@@ -1,0 +1,513 @@
+"""One cell, end to end: prepare data → build the spec natively → train (timed) → test metrics → rows.
+
+A cell is a pure function from a fully resolved config to result rows (``runs``, ``epochs``,
+``predictions`` of ``runner/results.py``). ``run_cell`` is what the Ray actors call; the CLI runs one
+cell in-process::
+
+    uv run python -m runner.cell framework=pytorch seed=0 [data=synthetic train=tiny ...]
+
+What is timed, and how (every clock read is preceded by ``adapter.sync()``):
+
+- ``epoch_seconds``: ``train_epoch`` only — validation is evaluated after the clock stops. The first
+  epoch pays one-off costs (graph tracing, XLA/torch.compile, cuDNN autotune, allocator growth), so
+  it is reported apart (``first_epoch_seconds``) and ``median_epoch_seconds`` is the median of the
+  later epochs (of the first, when there is only one); ``images_per_second`` = train samples / median.
+- ``time_to_first_step_seconds`` = ``build`` + the first optimizer step. To measure the step, epoch 0
+  is fed as two ``train_epoch`` calls — its first batch, then the rest — with exactly the same
+  batches, order and augmentation as one call would see; both parts count toward epoch 0.
+- ``import_seconds``: ``get_adapter`` (the framework import and runtime set-up) in this process;
+  0 when a cached adapter from an earlier cell in the same process is reused.
+- Latency p50/p90/p99: ``latency_samples`` single-image ``predict`` calls, after ``latency_warmup``
+  untimed ones. Throughput: ``throughput_repeats`` timed ``predict`` calls on ``throughput_batch_size``
+  test images (cycled when the test split is smaller), after one untimed call.
+- Peak host RSS is per cell where Linux allows a reset (see ``runner/provenance.py``); peak device
+  memory is the adapter's framework-native counter, reset at the start of the cell (``None`` on CPU).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import sys
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from runner import CONF_DIR, PROJECT_ROOT
+from runner import provenance
+from runner.metrics import RUNS_COLUMNS as METRIC_COLUMNS
+from runner.metrics import classification_metrics
+from runner.results import RUNS_SCHEMA
+
+log = logging.getLogger("runner.cell")  # not "__main__" under python -m
+
+#: The parts of a resolved config that define what a cell computes (its identity).
+IDENTITY_KEYS = ("data", "model", "framework", "parity", "train", "seed", "device")
+#: Keys of the ``data`` node that say where things are cached, not what the data is.
+_DATA_LOCATION_KEYS = ("cache_dir",)
+#: ``runs`` columns the caller (the Ray runner) may fill through ``context``.
+CONTEXT_COLUMNS = ("host", "node_id", "gpu_index", "attempt", "concurrency", "git_sha")
+
+_FRAMEWORK_PACKAGE = {"pytorch": "torch", "keras": "keras", "keras_jax": "keras", "keras_torch": "keras", "fake": "fake"}
+
+
+class CellConfigError(ValueError):
+    """A cell config that lacks a part or has one of the wrong shape."""
+
+
+# ---------------------------------------------------------------------------------------------
+# identity
+# ---------------------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    """OmegaConf containers / mappings / sequences → plain dicts and lists (recursively)."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True, throw_on_missing=True)
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra
+        pass
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _relocatable(value: Any) -> Any:
+    """Paths inside the checkout are hashed relative to it, so a docker image and a laptop agree."""
+    root = str(PROJECT_ROOT)
+    if isinstance(value, str) and (value == root or value.startswith(root + "/")):
+        return "${project_root:}" + value[len(root):]
+    if isinstance(value, dict):
+        return {k: _relocatable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relocatable(v) for v in value]
+    return value
+
+
+def _digest(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cell_identity(cell: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity part of a resolved cell: ``IDENTITY_KEYS``, minus cache locations, paths relative."""
+    cell = _plain(cell)
+    missing = [k for k in IDENTITY_KEYS if k not in cell]
+    if missing:
+        raise CellConfigError(f"cell config lacks {missing}; a cell needs {list(IDENTITY_KEYS)}")
+    identity = {k: cell[k] for k in IDENTITY_KEYS}
+    if not isinstance(identity["data"], dict):
+        raise CellConfigError(f"cell config: 'data' must be a mapping, got {type(identity['data']).__name__}")
+    identity["data"] = {k: v for k, v in identity["data"].items() if k not in _DATA_LOCATION_KEYS}
+    return _relocatable(identity)
+
+
+def cell_id(cell: Mapping[str, Any]) -> str:
+    """Stable 16-hex id of a cell: sha256 of the canonical JSON of ``cell_identity``.
+
+    Independent of key order, process, checkout location and dataset cache location; runner,
+    report, grid, Hydra and output settings are not part of it.
+    """
+    return _digest(cell_identity(cell))[:16]
+
+
+def config_hash(cell: Mapping[str, Any]) -> str:
+    """16-hex sha256 of the whole cell mapping as given (cache paths and any extra keys included)."""
+    return _digest(_plain(cell))[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# the cell
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class CellResult:
+    cell_id: str
+    status: str  # ok | failed
+    tables: dict[str, list[dict[str, Any]]]
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. why roc_auc is NaN
+
+    @property
+    def run(self) -> dict[str, Any]:
+        """The cell's ``runs`` row."""
+        return self.tables["runs"][0]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _one_line(exc: BaseException, limit: int = 1000) -> str:
+    """``Type: message`` on one line, capped (the full story is in the traceback column)."""
+    text = " ".join(str(exc).split())
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _adapter_device(device: str) -> str:
+    """``gpu:<type>`` (a grid axis value) → ``gpu``: the GPU is already pinned by CUDA_VISIBLE_DEVICES."""
+    device = str(device)
+    return "gpu" if device.startswith("gpu") else device
+
+
+def _subset(batches, sl: slice):
+    return dataclasses.replace(batches, order=batches.order[sl], hflip=batches.hflip[sl],
+                               vflip=batches.vflip[sl], rot90=batches.rot90[sl])
+
+
+def _merge_stats(parts):
+    from frameworks.base import EpochStats
+
+    samples = sum(p.samples for p in parts)
+    return EpochStats(loss=sum(p.loss * p.samples for p in parts) / samples,
+                      accuracy=sum(p.accuracy * p.samples for p in parts) / samples,
+                      samples=samples, steps=sum(p.steps for p in parts))
+
+
+def _int_setting(train: Mapping[str, Any], key: str, minimum: int) -> int:
+    if key not in train:
+        raise CellConfigError(f"train.{key} is missing from the cell config")
+    value = train[key]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise CellConfigError(f"train.{key} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def run_cell(cell: Mapping[str, Any], *, sweep_id: str = "", context: Mapping[str, Any] | None = None,
+             adapter_cache: dict | None = None) -> CellResult:
+    """Run one fully resolved cell in this process; never raises (except KeyboardInterrupt/SystemExit).
+
+    ``cell``: plain dict with ``data, model, framework, parity, train, seed, device`` (batch size in
+    ``train.batch_size``). ``context``: runner-supplied ``runs`` columns (``CONTEXT_COLUMNS``).
+    ``adapter_cache``: a dict the caller keeps across cells; adapters are reused by
+    (framework, parity, device), so imports and runtime set-up are paid once per process.
+    """
+    start_time = _utcnow()
+    provenance.reset_peak_rss()
+    row: dict[str, Any] = {"sweep_id": sweep_id, "start_time": start_time}
+    epoch_rows: list[dict[str, Any]] = []
+    prediction_rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    state: dict[str, Any] = {}  # what _run got as far as (the adapter cache key)
+    # A config too broken to hash still gets a (stable) id, so its failed row can be stored.
+    row["cell_id"] = "invalid-" + _digest(repr(cell))[:8]
+    try:
+        cell = _plain(cell)
+        row["cell_id"] = cid = cell_id(cell)
+        row["config_hash"] = config_hash(cell)
+        _fill_context(row, context or {})
+        _run(cell, cid, row, epoch_rows, prediction_rows, notes, adapter_cache, state)
+        row["status"] = "ok"
+    except Exception as exc:  # a cell's failure is data (a failed row), never a crash of the caller
+        row.update(status="failed", error=_one_line(exc), traceback=traceback.format_exc())
+        epoch_rows.clear()  # partial epochs/predictions of a failed cell would look like results
+        prediction_rows.clear()
+        if adapter_cache is not None and "cache_key" in state:  # a half-built adapter must not serve the next cell
+            adapter_cache.pop(state["cache_key"], None)
+        log.error("cell %s failed: %s", row["cell_id"], row["error"])
+    row["end_time"] = _utcnow()
+    row.setdefault("host", provenance.host_name())
+    row.setdefault("git_sha", provenance.git_sha())
+    row = {name: row.get(name) for name in RUNS_SCHEMA.names}  # every column present, schema order
+    return CellResult(cell_id=row["cell_id"], status=row["status"], error=row.get("error"), notes=notes,
+                      tables={"runs": [row], "epochs": epoch_rows, "predictions": prediction_rows})
+
+
+def _fill_context(row: dict[str, Any], context: Mapping[str, Any]) -> None:
+    unknown = set(context) - set(CONTEXT_COLUMNS)
+    if unknown:
+        raise CellConfigError(f"context: unknown key(s) {sorted(unknown)}; allowed: {list(CONTEXT_COLUMNS)}")
+    row.update({k: v for k, v in context.items() if v is not None})
+
+
+def _run(cell: dict[str, Any], cid: str, row: dict[str, Any], epoch_rows: list, prediction_rows: list,
+         notes: list, adapter_cache: dict | None, state: dict[str, Any]) -> None:
+    import hydra.utils
+
+    import runner.data as data
+    from frameworks.base import ParitySettings, TrainSettings, get_adapter
+    from frameworks.spec import init_weights
+
+    framework_cfg, train_cfg = cell["framework"], cell["train"]
+    if not isinstance(framework_cfg, dict) or "name" not in framework_cfg:
+        raise CellConfigError("cell config: 'framework' must be a mapping with a 'name'")
+    if not isinstance(train_cfg, dict):
+        raise CellConfigError("cell config: 'train' must be a mapping")
+    framework = str(framework_cfg["name"])
+    parity = ParitySettings.from_config(cell["parity"])
+    seed = int(cell["seed"])
+    epochs = _int_setting(train_cfg, "epochs", 1)
+    batch_size = _int_setting(train_cfg, "batch_size", 1)
+    eval_batch_size = _int_setting(train_cfg, "eval_batch_size", 1)
+    latency_samples = _int_setting(train_cfg, "latency_samples", 1)
+    latency_warmup = _int_setting(train_cfg, "latency_warmup", 0)
+    throughput_batch_size = _int_setting(train_cfg, "throughput_batch_size", 1)
+    throughput_repeats = _int_setting(train_cfg, "throughput_repeats", 1)
+    train_settings = TrainSettings(optimizer=str(train_cfg.get("optimizer", "adam")),
+                                   learning_rate=float(train_cfg.get("learning_rate", 1e-3)),
+                                   batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
+    row.update(framework=framework, backend=framework_cfg.get("backend"), seed=seed, batch_size=batch_size,
+               epochs=epochs, device=str(cell["device"]), data=cell["data"].get("name"),
+               model=str(cell["model"].get("_target_", "")).rsplit(".", 1)[-1] or None,
+               precision_policy=parity.precision, compile_policy=parity.compile, parity_mode=parity.mode,
+               cpu_threads=parity.cpu_threads, throughput_batch_size=throughput_batch_size)
+
+    # ---- data and model spec (framework-neutral) ----------------------------------------
+    ds = data.prepare(cell["data"], seed)
+    row.update(data=ds.name, num_classes=int(ds.num_classes), image_size=int(ds.image_size), split_hash=ds.split_hash)
+    spec = hydra.utils.instantiate(cell["model"], num_classes=int(ds.num_classes), image_size=int(ds.image_size),
+                                   channels=int(ds.x.shape[-1]), _convert_="all")
+    row["model"] = spec.name
+
+    # ---- adapter: import + runtime set-up, cached per process ---------------------------
+    device = _adapter_device(cell["device"])
+    cache_key = (framework, parity, device)
+    adapter = adapter_cache.get(cache_key) if adapter_cache is not None else None
+    if adapter is None:
+        with provenance.Stopwatch() as import_sw:
+            adapter = get_adapter(framework, parity, device)
+        row["import_seconds"] = import_sw.seconds
+        if adapter_cache is not None:
+            adapter_cache[cache_key] = adapter
+    else:
+        row["import_seconds"] = 0.0
+    state["cache_key"] = cache_key
+    _apply_framework_options(adapter, cell)
+    versions = {**provenance.library_versions(), **adapter.versions()}
+    row["versions"] = json.dumps(versions, sort_keys=True)
+    row["framework_version"] = versions.get(_FRAMEWORK_PACKAGE.get(framework, framework))
+    info = adapter.device_info()
+    row.update(device_kind=info.get("device_kind"), device_name=info.get("device_name"))
+    adapter.reset_peak_memory()
+
+    # ---- build -------------------------------------------------------------------------
+    weights = init_weights(spec, seed) if parity.weight_init == "ported" else None
+    with provenance.Stopwatch(adapter.sync) as build_sw:
+        adapter.build(spec, train_settings, weights)
+    counts = adapter.param_counts()
+    if getattr(adapter, "builds_spec", True) and counts != spec.param_counts():
+        raise RuntimeError(f"{framework}: built model has {counts} parameters, the spec {spec.name} has "
+                           f"{spec.param_counts()}; the native build does not match the spec")
+    row.update(param_count=int(counts["trainable"]), param_count_total=int(counts["total"]),
+               parity_knobs=json.dumps(adapter.knobs(), sort_keys=True, default=str))
+
+    # ---- train --------------------------------------------------------------------------
+    augment = dict(train_cfg.get("augment") or {})
+    x_val, y_val = ds.x[ds.val_idx], ds.y[ds.val_idx]
+    epoch_seconds: list[float] = []
+    for epoch in range(epochs):
+        batches = data.epoch_batches(ds, seed, epoch, batch_size, augment, split="train")
+        n = len(batches.order)
+        # Epoch 0's first batch goes alone so the first optimizer step can be timed (see module doc).
+        parts = [slice(0, batch_size), slice(batch_size, n)] if epoch == 0 and n > batch_size else [slice(0, n)]
+        stats, part_seconds = [], []
+        for part in parts:
+            with provenance.Stopwatch(adapter.sync) as sw:
+                stats.append(adapter.train_epoch(_subset(batches, part) if len(parts) > 1 else batches))
+            part_seconds.append(sw.seconds)
+        if epoch == 0:
+            row["time_to_first_step_seconds"] = build_sw.seconds + part_seconds[0]
+        epoch_stats = _merge_stats(stats) if len(stats) > 1 else stats[0]
+        if epoch_stats.samples != n:
+            raise RuntimeError(f"{framework}: train_epoch saw {epoch_stats.samples} samples, the epoch has {n} "
+                               "(a dropped or repeated batch)")
+        seconds = float(sum(part_seconds))
+        epoch_seconds.append(seconds)
+        val_loss = val_accuracy = None
+        if len(y_val):
+            val_loss, val_probs = adapter.evaluate(x_val, y_val, ds.mean, ds.std, eval_batch_size)
+            val_accuracy = float(np.mean(np.asarray(val_probs).argmax(axis=1) == y_val))
+            val_loss = float(val_loss)
+        epoch_rows.append({"sweep_id": row["sweep_id"], "cell_id": cid, "framework": framework, "seed": seed,
+                           "epoch": epoch, "train_loss": float(epoch_stats.loss),
+                           "train_accuracy": float(epoch_stats.accuracy), "val_loss": val_loss,
+                           "val_accuracy": val_accuracy, "epoch_seconds": seconds,
+                           "images_per_second": n / seconds if seconds > 0 else None})
+        log.info("epoch %d/%d: %.2fs, train loss %.4f acc %.4f, val acc %s", epoch + 1, epochs, seconds,
+                 epoch_stats.loss, epoch_stats.accuracy, "n/a" if val_accuracy is None else f"{val_accuracy:.4f}")
+    steady = epoch_seconds[1:] or epoch_seconds[:1]
+    median_epoch = float(np.median(steady))
+    row.update(train_seconds=float(sum(epoch_seconds)), first_epoch_seconds=epoch_seconds[0],
+               median_epoch_seconds=median_epoch,
+               images_per_second=len(ds.train_idx) / median_epoch if median_epoch > 0 else None)
+
+    # ---- test-set quality ---------------------------------------------------------------
+    test_idx = np.asarray(ds.test_idx)
+    if test_idx.size == 0:
+        raise CellConfigError(f"data {ds.name!r}: the test split is empty; raise data.test_fraction")
+    x_test, y_test = ds.x[test_idx], ds.y[test_idx]
+    _, probs = adapter.evaluate(x_test, y_test, ds.mean, ds.std, eval_batch_size)
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.shape != (test_idx.size, ds.num_classes):
+        raise RuntimeError(f"{framework}: evaluate returned scores of shape {probs.shape}, "
+                           f"expected ({test_idx.size}, {ds.num_classes})")
+    metrics = classification_metrics(y_test, probs, ds.classes)
+    notes.extend(metrics["notes"])
+    for key in METRIC_COLUMNS:
+        value = metrics[key]
+        row[key] = json.dumps(value) if key in ("confusion_matrix", "per_class", "classes") else value
+    y_pred = probs.argmax(axis=1)
+    prediction_rows.extend(
+        {"sweep_id": row["sweep_id"], "cell_id": cid, "framework": framework, "seed": seed,
+         "sample_index": int(i), "y_true": int(t), "y_pred": int(p), "scores": s}
+        for i, t, p, s in zip(test_idx.tolist(), y_test.tolist(), y_pred.tolist(), probs.tolist()))
+
+    # ---- inference speed ------------------------------------------------------------------
+    row.update(_latency(adapter, ds, test_idx, latency_warmup, latency_samples))
+    row["throughput_images_per_second"] = _throughput(adapter, ds, test_idx, throughput_batch_size,
+                                                      throughput_repeats)
+
+    # ---- memory ---------------------------------------------------------------------------
+    row["peak_host_rss_mb"] = provenance.peak_rss_mb()
+    peak_device = adapter.peak_device_memory_bytes()
+    row["peak_device_memory_mb"] = None if peak_device is None else peak_device / 2**20
+
+
+def _apply_framework_options(adapter, cell: dict[str, Any]) -> None:
+    """Hand the ``framework`` node's own options (e.g. ``num_workers``) to the adapter.
+
+    An adapter with a ``configure(cell)`` method reads them itself; otherwise each option must name
+    a class attribute of the adapter (``PyTorchAdapter.num_workers``), which is set on the instance —
+    an option the adapter does not have is an error, not a silent no-op.
+    """
+    configure = getattr(adapter, "configure", None)
+    if callable(configure):
+        configure(cell)
+        return
+    framework_cfg = cell["framework"]
+    for key, value in framework_cfg.items():
+        if key in ("name", "backend"):
+            continue
+        if key.startswith("_") or not hasattr(type(adapter), key) or callable(getattr(type(adapter), key)):
+            raise CellConfigError(f"framework.{key}: the {framework_cfg['name']} adapter has no option {key!r}")
+        setattr(adapter, key, value)
+
+
+def _latency(adapter, ds, test_idx: np.ndarray, warmup: int, samples: int) -> dict[str, float]:
+    """Batch-1 ``predict`` latency percentiles (ms) over test images, after untimed warm-up calls."""
+    import time
+
+    picks = np.resize(test_idx, warmup + samples)  # cycles through the test split when it is small
+    images = ds.x[picks]  # read (a memmap) before any clock starts
+    for i in range(warmup):
+        adapter.predict(images[i: i + 1], ds.mean, ds.std)
+    adapter.sync()
+    times = np.empty(samples)
+    for j in range(samples):
+        one = images[warmup + j: warmup + j + 1]
+        adapter.sync()
+        t0 = time.perf_counter()
+        adapter.predict(one, ds.mean, ds.std)
+        adapter.sync()
+        times[j] = time.perf_counter() - t0
+    p50, p90, p99 = np.percentile(times * 1e3, [50, 90, 99])
+    return {"latency_p50_ms": float(p50), "latency_p90_ms": float(p90), "latency_p99_ms": float(p99)}
+
+
+def _throughput(adapter, ds, test_idx: np.ndarray, batch_size: int, repeats: int) -> float:
+    """Images/s of ``predict`` on one ``batch_size`` batch of test images, after one untimed call."""
+    batch = ds.x[np.resize(test_idx, batch_size)]
+    adapter.predict(batch, ds.mean, ds.std)
+    total = 0.0
+    for _ in range(repeats):
+        with provenance.Stopwatch(adapter.sync) as sw:
+            adapter.predict(batch, ds.mean, ds.std)
+        total += sw.seconds
+    return batch_size * repeats / total if total > 0 else math.inf
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+def cell_from_config(cfg: Any) -> dict[str, Any]:
+    """The one cell described by a composed root config (its groups + ``seed`` + ``device``)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    missing = [k for k in IDENTITY_KEYS if k not in cfg]
+    if missing:
+        raise CellConfigError(f"config lacks {missing}; select them, e.g. framework=pytorch seed=0")
+    try:
+        return {k: OmegaConf.to_container(cfg[k], resolve=True, throw_on_missing=True)
+                if OmegaConf.is_config(cfg[k]) else cfg[k] for k in IDENTITY_KEYS}
+    except MissingMandatoryValue as exc:
+        raise CellConfigError(f"config value {exc.full_key} is required (it is ???): set it on the command line, "
+                              f"e.g. {exc.full_key}=<value>") from None
+    except OmegaConfBaseException as exc:
+        raise CellConfigError(f"config value {getattr(exc, 'full_key', '?')} cannot be resolved: "
+                              f"{' '.join(str(exc).splitlines()[:1])}") from None
+
+
+def _summary(result: CellResult, out_dir: Path, files: Mapping[str, Path]) -> str:
+    r = result.run
+
+    def fmt(key: str, spec: str = ".4f", unit: str = "") -> str:
+        v = r.get(key)
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{spec}}{unit}"
+
+    lines = [f"cell {result.cell_id}: {r.get('framework')} {r.get('model')} on {r.get('data')} "
+             f"seed {r.get('seed')} batch {r.get('batch_size')} device {r.get('device_name') or r.get('device')} "
+             f"→ {result.status.upper()}"]
+    if result.status == "ok":
+        lines += [
+            f"  test accuracy {fmt('accuracy')}  f1 {fmt('f1')}  f1_macro {fmt('f1_macro')}  roc_auc {fmt('roc_auc')}  "
+            f"log_loss {fmt('log_loss')}  (n={r.get('test_samples')})",
+            f"  epochs {r.get('epochs')}: first {fmt('first_epoch_seconds', '.2f', 's')}  "
+            f"median {fmt('median_epoch_seconds', '.2f', 's')}  {fmt('images_per_second', '.1f')} img/s  "
+            f"time to first step {fmt('time_to_first_step_seconds', '.2f', 's')}  import {fmt('import_seconds', '.2f', 's')}",
+            f"  inference: latency p50 {fmt('latency_p50_ms', '.2f', ' ms')}  p99 {fmt('latency_p99_ms', '.2f', ' ms')}  "
+            f"throughput {fmt('throughput_images_per_second', '.1f')} img/s @ batch {r.get('throughput_batch_size')}",
+            f"  memory: peak host RSS {fmt('peak_host_rss_mb', '.0f', ' MiB')}  "
+            f"peak device {fmt('peak_device_memory_mb', '.0f', ' MiB')}  params {r.get('param_count')}",
+        ]
+        lines += [f"  note: {n}" for n in result.notes]
+    else:
+        lines.append(f"  error: {result.error}")
+    lines.append(f"  results: {', '.join(str(p) for p in files.values())}")
+    return "\n".join(lines)
+
+
+def _main(cfg: Any) -> int:
+    from hydra.core.hydra_config import HydraConfig
+
+    from runner.results import consolidate, write_fragment
+
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        cell = cell_from_config(cfg)
+    except CellConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = run_cell(cell)
+    metadata = {"config": cell, "cell_id": result.cell_id}
+    write_fragment(out_dir, result.cell_id, result.tables, metadata=metadata)
+    files = consolidate(out_dir, metadata=metadata)
+    print(_summary(result, out_dir, files))
+    return 0 if result.status == "ok" else 1
+
+
+def main() -> None:
+    import hydra
+
+    # Hydra owns argv parsing, the output dir (outputs/<date>/<time>/, hydra.run.dir=…) and logging.
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
+    def _hydra_entry(cfg) -> None:
+        code = _main(cfg)
+        if code:
+            sys.exit(code)
+
+    _hydra_entry()
+
+
+if __name__ == "__main__":
+    main()

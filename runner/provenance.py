@@ -1,0 +1,121 @@
+"""Where and with what a cell ran: git SHA, host, library versions, peak host memory, and a clock.
+
+Nothing here may crash a cell: every probe falls back to ``"unknown"``/``None``.
+
+Peak host RSS is measured **per cell** where Linux allows it: ``reset_peak_rss()`` writes ``5`` to
+``/proc/self/clear_refs``, which resets the kernel's high-water mark (``VmHWM``) to the current RSS,
+and ``peak_rss_mb()`` reads ``VmHWM`` back. A long-lived Ray actor runs many cells, so the
+process-lifetime peak (``resource.getrusage().ru_maxrss``) would charge every cell with the largest
+earlier one. Where the reset is not possible (macOS, a locked-down ``/proc``) the fallback is
+``ru_maxrss``, the peak since the process started; ``reset_peak_rss()`` returns ``False`` then.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from runner import PROJECT_ROOT
+
+#: Distributions recorded in every row besides the framework's own (``Adapter.versions()``).
+LIBRARIES = ("numpy", "scikit-learn", "pyarrow", "pandas", "hydra-core", "omegaconf", "ray", "psutil")
+
+
+@functools.lru_cache(maxsize=None)
+def git_sha(root: str | Path = PROJECT_ROOT) -> str:
+    """The checkout's commit, with ``-dirty`` when tracked files differ from it.
+
+    Without a ``.git`` (a docker image, an sdist) the image build passes it in ``KVP_GIT_SHA``;
+    otherwise ``"unknown"``. Cached per process: a cell must not pay a ``git`` call each time.
+    """
+    root = Path(root)
+    if (root / ".git").exists():
+        try:
+            sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                 timeout=10, check=True).stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                   capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+            if sha:
+                return f"{sha}-dirty" if dirty else sha
+        except (OSError, subprocess.SubprocessError):
+            pass  # no git binary, or not a repository after all: fall through
+    return os.environ.get("KVP_GIT_SHA", "").strip() or "unknown"
+
+
+def host_name() -> str:
+    try:
+        return socket.gethostname() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=None)
+def library_versions() -> dict[str, str]:
+    """Python, the platform and the installed versions of ``LIBRARIES`` (absent ones are skipped)."""
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist in LIBRARIES:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS high-water mark to its current RSS; ``False`` if not possible."""
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident set size in MiB: since the last ``reset_peak_rss()`` (Linux) or process start."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # reported in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (OSError, ValueError):
+        return None
+    # ru_maxrss is kB on Linux, bytes on macOS.
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+class Stopwatch:
+    """Wall-clock timer that waits for queued device work (``sync``) before reading the clock.
+
+    >>> with Stopwatch(adapter.sync) as sw:
+    ...     adapter.train_epoch(batches)
+    >>> sw.seconds
+    """
+
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
+        self._sync = sync or (lambda: None)
+        self.seconds: float = float("nan")
+        self._start = 0.0
+
+    def __enter__(self) -> "Stopwatch":
+        self._sync()  # earlier queued work must not be charged to this interval
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._sync()
+        self.seconds = time.perf_counter() - self._start
