@@ -1,0 +1,365 @@
+"""The sweep grid: validated axes → fully resolved cells, in a fair dispatch order.
+
+``grid`` in the root config lists axes; the cartesian product of their values is the set of cells.
+Required axes: ``framework``, ``seed``, ``batch_size``, ``device``. Optional axes: ``precision``
+(→ ``parity.precision``), ``compile`` (→ ``parity.compile``), ``model`` (→ ``conf/model/<name>.yaml``)
+and ``data`` (→ ``conf/data/<name>.yaml``). A cell is a plain dict with ``data, model, framework,
+parity, train, seed, device`` — what ``runner.cell.run_cell`` takes — and its id is
+``runner.cell.cell_id`` (a hash of exactly that).
+
+Validation happens in two steps, both before any cell is dispatched:
+
+1. ``plan(cfg)`` — without a cluster: unknown axis/framework/model/data (choices listed), empty
+   axis, duplicate values, bad batch sizes/seeds/precision/compile/device words, and impossible
+   (model, data) combinations (the model spec's own error, e.g. capstone_cnn needs image_size ≥ 64).
+2. ``resolve_devices(values, inventory)`` + ``GridPlan.cells(devices)`` — once Ray is up: ``auto``
+   and ``all`` become concrete devices, and a device the cluster lacks is one clear error.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from runner import CONF_DIR
+
+#: Axes in expansion order: the framework axis is innermost, so consecutive cells form blocks that
+#: differ only in the framework (the unit that ``interleave`` shuffles).
+AXES = ("data", "model", "precision", "compile", "device", "batch_size", "seed", "framework")
+REQUIRED_AXES = ("framework", "seed", "batch_size", "device")
+PRECISIONS = ("fp32", "tf32", "mixed_bf16")
+#: TF32 is a tensor-core mode of NVIDIA GPUs; on a CPU it would silently mean fp32, so a CPU cell
+#: asking for it is refused rather than recorded under a misleading label. (mixed_bf16 does run on
+#: CPUs in both frameworks, slowly, so it is allowed.)
+GPU_ONLY_PRECISIONS = ("tf32",)
+COMPILE_POLICIES = ("off", "on")
+DEVICE_WORDS = ("cpu", "gpu", "gpu:<accelerator type>", "auto", "all")
+
+
+class GridError(ValueError):
+    """An invalid grid or config: one message that names the culprit (exit code 2)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# config groups
+# ---------------------------------------------------------------------------------------------
+def choices(group: str) -> list[str]:
+    """Option names of a config group (the ``conf/<group>/*.yaml`` stems)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _load_option(group: str, name: str) -> dict[str, Any]:
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        raise GridError(f"grid.{group}: unknown {group} {name!r}; choose from {choices(group)}")
+    return _resolve(OmegaConf.load(path), f"conf/{group}/{name}.yaml")
+
+
+def _resolve(node: Any, where: str) -> Any:
+    if not OmegaConf.is_config(node):
+        return copy.deepcopy(node)
+    try:
+        return OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or ""
+        raise GridError(f"{where}: value {key} cannot be resolved: {' '.join(str(exc).split())}") from None
+
+
+def model_name(model_cfg: Mapping[str, Any]) -> str:
+    """``frameworks.spec.small_cnn`` → ``small_cnn`` (the option name of ``conf/model/``)."""
+    return str(model_cfg.get("_target_", "")).rsplit(".", 1)[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# axes
+# ---------------------------------------------------------------------------------------------
+def read_axes(grid: Any) -> dict[str, list[Any]]:
+    """The ``grid`` node → {axis: values}; a scalar is a one-value axis. Unknown/missing/empty/duplicate ⇒ GridError."""
+    if grid is None:
+        raise GridError(f"the config has no 'grid'; it needs the axes {list(REQUIRED_AXES)}")
+    if OmegaConf.is_config(grid):
+        grid = _resolve(grid, "grid")
+    if not isinstance(grid, Mapping):
+        raise GridError(f"grid must be a mapping of axis → values, got {grid!r}")
+    unknown = sorted(set(grid) - set(AXES))
+    if unknown:
+        raise GridError(f"grid: unknown axis {unknown}; known axes: {list(AXES)}")
+    missing = [a for a in REQUIRED_AXES if a not in grid or grid[a] is None]
+    if missing:
+        raise GridError(f"grid: missing axis {missing}; e.g. grid.{missing[0]}=[...]")
+    axes: dict[str, list[Any]] = {}
+    for axis in AXES:
+        if axis not in grid or grid[axis] is None:
+            continue
+        values = grid[axis]
+        values = list(values) if isinstance(values, (list, tuple)) else [values]
+        if not values:
+            raise GridError(f"grid.{axis} is empty; give at least one value, e.g. grid.{axis}=[...]")
+        seen: list[Any] = []
+        for v in values:
+            if v in seen:
+                raise GridError(f"grid.{axis} lists {v!r} twice: {values}")
+            seen.append(v)
+        axes[axis] = [_check_value(axis, v) for v in values]
+    return axes
+
+
+def _int_value(axis: str, v: Any, minimum: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise GridError(f"grid.{axis}: {v!r} is not an integer >= {minimum}")
+    return int(v)
+
+
+def _check_value(axis: str, v: Any) -> Any:
+    if axis == "framework":
+        if str(v) not in choices("framework"):
+            raise GridError(f"grid.framework: unknown framework {v!r}; choose from {choices('framework')}")
+        return str(v)
+    if axis in ("model", "data"):
+        if str(v) not in choices(axis):
+            raise GridError(f"grid.{axis}: unknown {axis} {v!r}; choose from {choices(axis)}")
+        return str(v)
+    if axis == "seed":
+        return _int_value(axis, v, 0)
+    if axis == "batch_size":
+        return _int_value(axis, v, 1)
+    if axis == "precision":
+        if v not in PRECISIONS:
+            raise GridError(f"grid.precision: unknown precision {v!r}; choose from {list(PRECISIONS)}")
+        return v
+    if axis == "compile":
+        if isinstance(v, bool):  # YAML reads a bare on/off as a boolean
+            v = "on" if v else "off"
+        if v not in COMPILE_POLICIES:
+            raise GridError(f"grid.compile: unknown compile policy {v!r}; choose from {list(COMPILE_POLICIES)}")
+        return v
+    if axis == "device":
+        return parse_device(v)
+    raise AssertionError(axis)  # pragma: no cover - read_axes filters axes
+
+
+def parse_device(v: Any) -> str:
+    text = str(v).strip()
+    if text in ("cpu", "gpu", "auto", "all"):
+        return text
+    if text.startswith("gpu:") and text[4:].strip():
+        return "gpu:" + text[4:].strip()
+    raise GridError(f"grid.device: unknown device {v!r}; use one of {list(DEVICE_WORDS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# devices (need the cluster)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeviceInventory:
+    """What the cluster offers: CPUs, and GPU counts by accelerator type (``None`` = type not reported)."""
+
+    cpu: bool = True
+    gpus: Mapping[str | None, int] = field(default_factory=dict)
+
+    @property
+    def gpu_count(self) -> int:
+        return sum(self.gpus.values())
+
+    def describe(self) -> str:
+        parts = ["cpu"] if self.cpu else []
+        parts += [f"{n} × gpu" + (f":{t}" if t else " (type not reported)") for t, n in sorted(
+            self.gpus.items(), key=lambda kv: str(kv[0]))]
+        return ", ".join(parts) or "nothing"
+
+
+def resolve_devices(values: Sequence[str], inventory: DeviceInventory) -> list[str]:
+    """``auto``/``all`` → concrete devices; a device the cluster lacks ⇒ GridError. Order kept, repeats dropped."""
+    out: list[str] = []
+    for v in values:
+        if v == "auto":
+            resolved = ["gpu" if inventory.gpu_count else "cpu"]
+        elif v == "all":
+            resolved = (["cpu"] if inventory.cpu else []) + [f"gpu:{t}" if t else "gpu" for t in sorted(
+                inventory.gpus, key=str) if inventory.gpus[t]]
+        elif v == "cpu":
+            if not inventory.cpu:
+                raise GridError("grid.device: 'cpu' requested but the cluster has no CPU slot "
+                                f"(it has {inventory.describe()})")
+            resolved = ["cpu"]
+        elif v == "gpu":
+            if not inventory.gpu_count:
+                raise GridError("grid.device: 'gpu' requested but the cluster has no GPU "
+                                f"(it has {inventory.describe()}); use grid.device=[cpu] or [auto]")
+            resolved = ["gpu"]
+        else:  # gpu:<type>
+            wanted = v.split(":", 1)[1]
+            match = [t for t in inventory.gpus if t and t.lower() == wanted.lower() and inventory.gpus[t]]
+            if not match:
+                types = sorted(t for t in inventory.gpus if t)
+                raise GridError(f"grid.device: {v!r} requested but the cluster has no {wanted} GPU "
+                                f"(it has {inventory.describe()}; GPU types: {types or 'none reported'})")
+            resolved = [f"gpu:{match[0]}"]
+        out += [d for d in resolved if d not in out]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class GridPlan:
+    """A validated grid: the axes plus the resolved config parts every cell starts from."""
+
+    axes: dict[str, list[Any]]
+    base: dict[str, Any]  # data, model, framework, parity, train (resolved, plain)
+    options: dict[str, dict[str, dict[str, Any]]]  # group → option name → resolved node
+
+    @property
+    def device_values(self) -> list[str]:
+        return list(self.axes["device"])
+
+    @property
+    def frameworks(self) -> list[str]:
+        return list(self.axes["framework"])
+
+    def size(self, devices: Sequence[str] | None = None) -> int:
+        n = 1
+        for axis, values in self.axes.items():
+            n *= len(devices) if axis == "device" and devices is not None else len(values)
+        return n
+
+    def cells(self, devices: Sequence[str]) -> list[dict[str, Any]]:
+        """Every cell, in expansion order (framework innermost), for concrete ``devices``."""
+        from runner.cell import cell_id
+
+        axes = dict(self.axes, device=list(devices))
+        names = [a for a in AXES if a in axes]
+        cells = []
+        for values in itertools.product(*(axes[a] for a in names)):
+            point = dict(zip(names, values))
+            cell = self._cell(point)
+            _check_combination(cell, point)
+            cell_id(cell)  # raises on a malformed cell now, not in an actor
+            cells.append(cell)
+        ids = [cell_id(c) for c in cells]
+        if len(set(ids)) != len(ids):  # e.g. two axis values that resolve to the same config
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            raise GridError(f"grid: different axis values give identical cells {dup}; remove the duplicate values")
+        return cells
+
+    def _cell(self, point: Mapping[str, Any]) -> dict[str, Any]:
+        cell = copy.deepcopy(self.base)
+        cell["framework"] = copy.deepcopy(self.options["framework"][point["framework"]])
+        if "model" in point:
+            cell["model"] = copy.deepcopy(self.options["model"][point["model"]])
+        if "data" in point:
+            cell["data"] = copy.deepcopy(self.options["data"][point["data"]])
+        if "precision" in point:
+            cell["parity"]["precision"] = point["precision"]
+        if "compile" in point:
+            cell["parity"]["compile"] = point["compile"]
+        cell["train"]["batch_size"] = int(point["batch_size"])
+        cell["seed"] = int(point["seed"])
+        cell["device"] = point["device"]
+        return cell
+
+
+def _check_combination(cell: Mapping[str, Any], point: Mapping[str, Any]) -> None:
+    precision = cell["parity"].get("precision")
+    if precision in GPU_ONLY_PRECISIONS and not str(cell["device"]).startswith("gpu"):
+        raise GridError(f"precision={precision} needs a GPU but the grid pairs it with device={cell['device']}; "
+                        f"drop {cell['device']} from grid.device or {precision} from grid.precision")
+
+
+def _option_from_config(group: str, name: str, composed: Mapping[str, Any] | None, selected: str | None) -> dict:
+    # The option the root config selected keeps its command-line overrides (e.g. model.filters=[4,8]);
+    # other options of an axis come from their files as shipped.
+    if composed is not None and selected == name:
+        return copy.deepcopy(dict(composed))
+    return _load_option(group, name)
+
+
+def plan(cfg: Any) -> GridPlan:
+    """Validate the grid and config (no cluster needed) and return the plan. Raises GridError."""
+    if isinstance(cfg, DictConfig):
+        root = cfg
+    else:
+        root = OmegaConf.create(cfg)
+    for part in ("data", "model", "framework", "parity", "train", "grid"):
+        if part not in root or root[part] is None:
+            raise GridError(f"the config has no '{part}' node")
+    axes = read_axes(root.grid)
+    base = {part: _resolve(root[part], part) for part in ("data", "model", "framework", "parity", "train")}
+    for part in ("data", "model", "framework", "parity", "train"):
+        if not isinstance(base[part], dict):
+            raise GridError(f"{part} must be a mapping, got {base[part]!r}")
+    if "tf32" in axes.get("precision", [base["parity"].get("precision")]) and "cpu" in axes["device"]:
+        raise GridError("precision=tf32 needs a GPU but grid.device includes cpu; drop one of them")
+    options: dict[str, dict[str, dict[str, Any]]] = {
+        "framework": {f: _option_from_config("framework", f, base["framework"], base["framework"].get("name"))
+                      for f in axes["framework"]},
+        "model": {m: _option_from_config("model", m, base["model"], model_name(base["model"]))
+                  for m in axes.get("model", [])},
+        "data": {d: _option_from_config("data", d, base["data"], base["data"].get("name"))
+                 for d in axes.get("data", [])},
+    }
+    for f, node in options["framework"].items():
+        if node.get("name") != f:
+            raise GridError(f"conf/framework/{f}.yaml: its name is {node.get('name')!r}, expected {f!r}")
+    if "precision" not in axes:
+        _check_value("precision", base["parity"].get("precision", "fp32"))
+    models = [options["model"][m] for m in axes["model"]] if "model" in axes else [base["model"]]
+    datas = [options["data"][d] for d in axes["data"]] if "data" in axes else [base["data"]]
+    for model_cfg in models:
+        for data_cfg in datas:
+            check_model_fits(model_cfg, data_cfg)
+    return GridPlan(axes=axes, base=base, options=options)
+
+
+def check_model_fits(model_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any]) -> None:
+    """Build the model spec for the data's image size; the spec's own error names the problem."""
+    import hydra.utils
+
+    target = model_cfg.get("_target_")
+    if not target:
+        raise GridError(f"model config has no _target_: {dict(model_cfg)}")
+    image_size = data_cfg.get("image_size")
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+        raise GridError(f"data {data_cfg.get('name')!r}: image_size must be a positive integer, got {image_size!r}")
+    num_classes = data_cfg.get("num_classes", 2)  # folder data: unknown until prepared; 2 builds any head
+    kwargs = {k: v for k, v in model_cfg.items() if k != "_target_"}
+    try:
+        builder = hydra.utils.get_method(target)
+        builder(num_classes=int(num_classes), image_size=int(image_size), **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise GridError(f"model {model_name(model_cfg)} × data {data_cfg.get('name')}: {exc}") from None
+    except Exception as exc:  # e.g. an unimportable _target_
+        raise GridError(f"model {model_name(model_cfg)}: cannot build {target}: {' '.join(str(exc).split())}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# dispatch order
+# ---------------------------------------------------------------------------------------------
+def condition_key(cell: Mapping[str, Any]) -> str:
+    """Everything but the framework: cells with one key are compared with each other (paired)."""
+    from runner.cell import cell_id
+
+    return cell_id({**cell, "framework": {"name": "*"}})
+
+
+def interleave(cells: Iterable[Mapping[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """Cells in dispatch order: one block per condition, frameworks in a seeded random order within each.
+
+    Every framework of a condition runs right beside the others, and which goes first is drawn
+    afresh per block (``runner.seeding.rng(seed, "interleave", block)``), so slow drift over a
+    sweep (thermal throttling, background load) cannot systematically favour one framework.
+    """
+    from runner.seeding import rng
+
+    blocks: dict[str, list[dict[str, Any]]] = {}
+    for cell in cells:
+        blocks.setdefault(condition_key(cell), []).append(dict(cell))
+    ordered: list[dict[str, Any]] = []
+    for i, block in enumerate(blocks.values()):
+        ordered += [block[j] for j in rng(int(seed), "interleave", i).permutation(len(block))]
+    return ordered

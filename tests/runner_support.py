@@ -1,0 +1,56 @@
+"""Shared helpers for the runner tests: composing the real config, shrinking it, reading results.
+
+Everything runs the numpy-only ``fake`` framework on tiny synthetic data; Ray is started once per
+test module (``local_ray``) because its start-up dominates on a 2-core machine.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow.parquet as pq
+from hydra import compose, initialize_config_dir
+
+from runner import CONF_DIR, PROJECT_ROOT
+
+#: A tiny, fast cell: numpy fake framework, 16×16 synthetic images (4 classes × 16), one epoch.
+FAKE = [
+    "framework=fake", "grid.framework=[fake]", "data=synthetic", "data.samples_per_class=16", "train=tiny",
+    "train.latency_samples=2", "train.latency_warmup=0", "grid.batch_size=[32]", "grid.device=[cpu]",
+    "runner.progress=false", "report.enabled=false", "runner.parity_gate=false",
+]
+
+
+def compose_cfg(overrides: Iterable[str] = (), fake: bool = True):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return compose(config_name="config", overrides=[*(FAKE if fake else []), *overrides])
+
+
+def runs(out_dir: Path):
+    return pq.read_table(Path(out_dir) / "runs.parquet").to_pandas()
+
+
+def fragment_ids(out_dir: Path) -> set[str]:
+    root = Path(out_dir) / "fragments"
+    return {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.is_dir() else set()
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def run_cli(args: list[str], timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
+    """``python -m runner <args>`` in a subprocess (stdout and stderr together)."""
+    return subprocess.run([sys.executable, "-m", "runner", *args], cwd=PROJECT_ROOT, env=cli_env(**env),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+
+
+def no_framework_imported() -> None:
+    """The runner's own process never imports a deep-learning framework."""
+    for name in ("torch", "tensorflow", "jax", "keras"):
+        assert name not in sys.modules, f"{name} was imported in the test process"

@@ -1,0 +1,253 @@
+"""Grid expansion, cell ids, validation, device resolution, slots and dispatch order — no Ray needed."""
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import pytest
+from omegaconf import OmegaConf
+
+from runner import grid as gridlib
+from runner.cell import cell_id
+from runner.grid import DeviceInventory, GridError, interleave, plan, resolve_devices
+from runner.sweep import actor_env, discover_slots, inventory
+from runner_support import compose_cfg, no_framework_imported, run_cli
+
+
+def _cells(overrides=(), devices=("cpu",), fake=True):
+    return plan(compose_cfg(overrides, fake=fake)).cells(list(devices))
+
+
+# ---- expansion ------------------------------------------------------------------------------
+def test_expansion_is_the_cartesian_product_of_the_axes():
+    cfg = compose_cfg(["grid.framework=[keras,pytorch,fake]", "grid.seed=[0,1,2]", "grid.batch_size=[16,32]"])
+    cells = plan(cfg).cells(["cpu"])
+    assert len(cells) == 3 * 3 * 2
+    got = {(c["framework"]["name"], c["seed"], c["train"]["batch_size"], c["device"]) for c in cells}
+    assert got == set(itertools.product(["keras", "pytorch", "fake"], [0, 1, 2], [16, 32], ["cpu"]))
+    keras = next(c for c in cells if c["framework"]["name"] == "keras")
+    assert keras["framework"] == {"name": "keras", "backend": "tensorflow"}  # loaded from conf/framework/keras.yaml
+    assert all(set(c) == {"data", "model", "framework", "parity", "train", "seed", "device"} for c in cells)
+    assert all(c["data"]["name"] == "synthetic" and c["data"]["samples_per_class"] == 16 for c in cells)
+
+
+def test_sweep_files_combine_and_axes_override_them():
+    cfg = compose_cfg(["+sweep=[seeds,batch_sizes]"], fake=False)
+    p = plan(cfg)
+    assert p.axes["seed"] == list(range(10)) and p.axes["batch_size"] == [32, 64, 128, 256]
+    assert p.size(["cpu"]) == 10 * 4 * len(cfg.grid.framework)
+    cfg = compose_cfg(["+sweep=[seeds,batch_sizes]", "grid.seed=[0,1,2]", "grid.batch_size=[32,64]"], fake=False)
+    assert plan(cfg).size(["cpu"]) == 3 * 2 * len(cfg.grid.framework)
+    full = plan(compose_cfg(["+sweep=full"], fake=False))
+    assert full.axes["framework"] == ["keras", "pytorch", "keras_jax", "keras_torch"]
+    assert full.axes["device"] == ["all"]
+
+
+def test_optional_axes_reach_parity_model_and_data():
+    cells = _cells(["+grid.precision=[fp32,mixed_bf16]", "+grid.compile=[off,on]",
+                    "+grid.model=[small_cnn,capstone_cnn]", "+grid.data=[synthetic,eurosat_mini]",
+                    "data.image_size=64", "grid.seed=[0]"])  # capstone_cnn needs 64×64
+    assert len(cells) == 2 * 2 * 2 * 2
+    assert {(c["parity"]["precision"], c["parity"]["compile"]) for c in cells} == set(
+        itertools.product(["fp32", "mixed_bf16"], ["off", "on"]))
+    assert {gridlib.model_name(c["model"]) for c in cells} == {"small_cnn", "capstone_cnn"}
+    assert {c["data"]["name"] for c in cells} == {"synthetic", "eurosat_mini"}
+    # The selected data option keeps its command-line overrides; other options come from their files.
+    synth = next(c for c in cells if c["data"]["name"] == "synthetic")
+    assert synth["data"]["samples_per_class"] == 16
+
+
+def test_command_line_overrides_of_the_selected_model_reach_every_cell():
+    cells = _cells(["model.filters=[4,8]"])
+    assert all(c["model"]["filters"] == [4, 8] for c in cells)
+
+
+# ---- ids ------------------------------------------------------------------------------------
+def test_cell_ids_are_stable_and_distinct():
+    a = _cells(["grid.seed=[0,1,2]", "grid.batch_size=[16,32]"])
+    b = _cells(["grid.batch_size=[16,32]", "grid.seed=[0,1,2]"])
+    ids_a = [cell_id(c) for c in a]
+    assert len(set(ids_a)) == len(ids_a) == 6
+    assert sorted(ids_a) == sorted(cell_id(c) for c in b)  # same cells, whatever the override order
+    assert len({cell_id(c) for c in _cells(["grid.seed=[0]", "train.learning_rate=0.01"])} & set(ids_a)) == 0
+
+
+# ---- validation -----------------------------------------------------------------------------
+@pytest.mark.parametrize("overrides,message", [
+    (["grid.framework=[fake,tensorflow]"], "unknown framework 'tensorflow'; choose from"),
+    (["grid.seed=[]"], "grid.seed is empty"),
+    (["grid.seed=[1,1]"], "grid.seed lists 1 twice"),
+    (["grid.batch_size=[0]"], "grid.batch_size: 0 is not an integer >= 1"),
+    (["grid.seed=[-1]"], "grid.seed: -1 is not an integer >= 0"),
+    (["grid.device=[tpu]"], "unknown device 'tpu'"),
+    (["+grid.precision=[fp64]"], "unknown precision 'fp64'"),
+    (["+grid.model=[resnet]"], "unknown model 'resnet'; choose from ['capstone_cnn', 'small_cnn']"),
+    (["+grid.colour=[red]"], "unknown axis ['colour']"),
+    (["model=capstone_cnn"], "capstone_cnn: image_size 16 is too small for 6 MaxPool(2) blocks"),
+    (["+grid.precision=[tf32]"], "precision=tf32 needs a GPU"),
+])
+def test_invalid_grids_fail_with_one_clear_message(overrides, message):
+    with pytest.raises(GridError) as err:
+        plan(compose_cfg(overrides))
+    assert message in str(err.value)
+
+
+def test_cli_exits_2_on_an_invalid_grid_before_ray_starts(tmp_path):
+    proc = run_cli(["grid.framework=[fake,nope]", f"hydra.run.dir={tmp_path}"], timeout=120)
+    assert proc.returncode == 2, proc.stdout
+    assert "unknown framework 'nope'; choose from" in proc.stdout
+    assert "Started a local Ray instance" not in proc.stdout
+    proc = run_cli(["grid.seed=[]", f"hydra.run.dir={tmp_path}"], timeout=120)
+    assert proc.returncode == 2 and "grid.seed is empty" in proc.stdout
+    assert not (tmp_path / "fragments").exists() and not (tmp_path / "sweep.json").exists()
+    proc = run_cli(["+sweep=nonexistent", f"hydra.run.dir={tmp_path}"], timeout=120)  # Hydra's own error: invalid too
+    assert proc.returncode == 2
+
+
+# ---- devices --------------------------------------------------------------------------------
+def test_device_resolution_against_the_cluster():
+    cpu_only = DeviceInventory(cpu=True, gpus={})
+    mixed = DeviceInventory(cpu=True, gpus={"A100": 2, "H100": 1})
+    assert resolve_devices(["auto"], cpu_only) == ["cpu"]
+    assert resolve_devices(["auto"], mixed) == ["gpu"]
+    assert resolve_devices(["all"], cpu_only) == ["cpu"]
+    assert resolve_devices(["all"], mixed) == ["cpu", "gpu:A100", "gpu:H100"]
+    assert resolve_devices(["gpu:h100", "cpu", "auto"], mixed) == ["gpu:H100", "cpu", "gpu"]
+    with pytest.raises(GridError, match="'gpu' requested but the cluster has no GPU"):
+        resolve_devices(["gpu"], cpu_only)
+    with pytest.raises(GridError, match=r"no V100 GPU .*GPU types: \['A100', 'H100'\]"):
+        resolve_devices(["gpu:V100"], mixed)
+
+
+def test_tf32_on_a_resolved_cpu_device_is_refused():
+    p = plan(compose_cfg(["+grid.precision=[tf32]", "grid.device=[auto]"]))
+    with pytest.raises(GridError, match="tf32 needs a GPU"):
+        p.cells(resolve_devices(p.device_values, DeviceInventory(cpu=True, gpus={})))
+
+
+def _node(node_id, cpus, gpus=0, atype=None):
+    res = {"CPU": float(cpus), "memory": 1e9}
+    if gpus:
+        res["GPU"] = float(gpus)
+    if atype:
+        res[f"accelerator_type:{atype}"] = 1.0
+    return {"NodeID": node_id, "Alive": True, "NodeManagerHostname": f"host-{node_id}", "Resources": res}
+
+
+def test_slots_one_per_gpu_and_concurrency_per_cpu_only_node():
+    nodes = [_node("a", 16, 2, "A100"), _node("b", 8), _node("c", 4), {**_node("d", 8), "Alive": False}]
+    slots = discover_slots(nodes, concurrency=2, cpus_per_actor=2)
+    kinds = Counter((s.node_id, s.kind) for s in slots)
+    assert kinds == {("a", "gpu"): 2, ("b", "cpu"): 2, ("c", "cpu"): 2}
+    assert {s.accelerator_type for s in slots if s.kind == "gpu"} == {"A100"}
+    assert all(s.concurrency == 2 and s.cpus == 2 for s in slots if s.kind == "cpu")
+    assert len({lock for s in slots for lock in s.locks}) == len(slots)  # independent slots
+    assert inventory(slots) == DeviceInventory(cpu=True, gpus={"A100": 2})
+    gpu = next(s for s in slots if s.kind == "gpu")
+    assert gpu.accepts("gpu") and gpu.accepts("gpu:a100") and not gpu.accepts("gpu:H100") and not gpu.accepts("cpu")
+
+
+def test_cpu_cells_on_a_gpu_only_cluster_hold_the_whole_node():
+    slots = discover_slots([_node("a", 16, 2)], concurrency=1, cpus_per_actor=None)
+    cpu = [s for s in slots if s.kind == "cpu"]
+    assert len(cpu) == 1 and cpu[0].cpus == 16
+    assert all(lock in cpu[0].locks for s in slots if s.kind == "gpu" for lock in s.locks)
+
+
+def test_actor_environment_is_set_before_import():
+    parity = {"cpu_threads": 3}
+    keras = actor_env({"name": "keras_jax", "backend": "jax"}, parity, "gpu")
+    assert keras["KERAS_BACKEND"] == "jax" and keras["OMP_NUM_THREADS"] == "3"
+    assert keras["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" and keras["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+    assert "CUDA_VISIBLE_DEVICES" not in keras  # Ray pins the GPU
+    torch_cpu = actor_env({"name": "pytorch", "backend": "torch"}, parity, "cpu")
+    assert "KERAS_BACKEND" not in torch_cpu and torch_cpu["CUDA_VISIBLE_DEVICES"] == ""
+
+
+# ---- dispatch order -------------------------------------------------------------------------
+def test_interleave_alternates_frameworks_in_a_seeded_order():
+    cells = _cells(["grid.framework=[keras,pytorch,fake]", "grid.seed=[0,1,2,3,4,5,6,7]"])
+    order = interleave(cells, seed=0)
+    assert sorted(map(cell_id, order)) == sorted(map(cell_id, cells))
+    names = [c["framework"]["name"] for c in order]
+    blocks = [names[i:i + 3] for i in range(0, len(names), 3)]
+    assert all(sorted(b) == ["fake", "keras", "pytorch"] for b in blocks)  # every framework once per block
+    assert all(len({c["seed"] for c in order[i:i + 3]}) == 1 for i in range(0, len(order), 3))
+    assert len({tuple(b) for b in blocks}) > 1  # the order within blocks varies …
+    assert Counter(b[0] for b in blocks).most_common(1)[0][1] < len(blocks)  # … so no framework always goes first
+    assert [cell_id(c) for c in interleave(cells, seed=0)] == [cell_id(c) for c in order]  # seeded
+    assert [cell_id(c) for c in interleave(cells, seed=1)] != [cell_id(c) for c in order]
+
+
+# ---- equivalence gate (actors and frameworks.parity.compare stood in for) --------------------
+class _Call:
+    def __init__(self, fn):
+        self.remote = fn
+
+
+class _StubRay:
+    """Just what Dispatcher.parity_gate uses: ``get`` on the (already computed) "refs"."""
+
+    import ray.exceptions as exceptions
+
+    @staticmethod
+    def get(ref):
+        return ref
+
+
+def _gate_dispatcher(tmp_path, overrides, calls):
+    from runner.sweep import ActorHandle, Dispatcher
+
+    cfg = compose_cfg(overrides)
+    cells = plan(cfg).cells(["cpu"])
+    slot = discover_slots([_node("n", 2)], concurrency=1, cpus_per_actor=2)[0]
+    d = Dispatcher(_StubRay, [slot], cells, cfg, {"max_retries": 0, "parity_tolerance": 1e-4}, "s", tmp_path, "sha")
+
+    def handle(fw):
+        def gate(model, data, parity, seed, device):
+            calls.append((fw, gridlib.model_name(model), parity["precision"], seed, device))
+            return {"framework": fw, "model": gridlib.model_name(model)}
+        return type("Handle", (), {"gate": _Call(gate)})()
+
+    d.actors = [ActorHandle(handle(fw), fw, slot, state="ready") for fw in ("keras", "pytorch", "fake")]
+    return cfg, d
+
+
+def test_parity_gate_runs_once_per_model_over_the_real_frameworks(tmp_path, monkeypatch):
+    import frameworks.parity
+
+    from runner.sweep import SweepError, _check_gate
+
+    def compare(outputs, tolerance):  # stand-in: capstone_cnn "differs"
+        model = next(iter(outputs.values()))["model"]
+        return {"passed": model == "small_cnn", "reasons": [] if model == "small_cnn" else ["max |Δ logits| 0.3"]}
+
+    monkeypatch.setattr(frameworks.parity, "compare", compare)
+    calls = []
+    overrides = ["grid.framework=[keras,pytorch,fake]", "grid.seed=[3,4]", "+grid.model=[small_cnn,capstone_cnn]",
+                 "+grid.precision=[fp32,mixed_bf16]", "data.image_size=64"]
+    cfg, d = _gate_dispatcher(tmp_path, overrides, calls)
+    record = d.parity_gate(cfg)
+    assert record["frameworks"] == ["keras", "pytorch"]  # the fake framework builds no spec: skipped
+    # Once per model (not per seed or precision), in fp32, on the first cell's seed.
+    assert sorted(calls) == sorted((fw, m, "fp32", 3, "cpu") for fw in ("keras", "pytorch")
+                                   for m in ("small_cnn", "capstone_cnn"))
+    assert [(c["model"], c["status"]) for c in record["checks"]] == [("small_cnn", "passed"),
+                                                                     ("capstone_cnn", "failed")]
+    assert record["status"] == "failed" and "max |Δ logits| 0.3" in record["summary"]
+    # strict parity: a failed gate stops the sweep … unless allowed; framework_defaults expects differences.
+    with pytest.raises(SweepError, match="runner.allow_parity_failure=true"):
+        _check_gate(record, cfg, {"allow_parity_failure": False})
+    _check_gate(record, cfg, {"allow_parity_failure": True})
+    _check_gate(record, compose_cfg(["parity=framework_defaults"]), {"allow_parity_failure": False})
+
+
+def test_parity_gate_is_skipped_without_two_real_frameworks(tmp_path):
+    calls = []
+    cfg, d = _gate_dispatcher(tmp_path, ["grid.framework=[fake,pytorch]"], calls)
+    assert d.parity_gate(cfg)["status"] == "skipped" and calls == []
+
+
+def test_no_deep_learning_framework_was_imported():
+    no_framework_imported()
+    assert OmegaConf is not None

@@ -1,0 +1,41 @@
+"""Real frameworks end to end: ``python -m runner +sweep=seeds grid.seed=[0,1]`` on tiny synthetic data.
+
+Keras (TensorFlow) and PyTorch each run in their own Ray actor; this test process imports neither.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+from runner_support import no_framework_imported, run_cli, runs
+
+from runner.results import RUNS_SCHEMA, read_metadata
+
+pytestmark = pytest.mark.slow  # reason: imports TensorFlow and PyTorch in two actors (~1.5–3 min on 2 cores)
+
+
+def test_seeds_sweep_with_real_frameworks_gives_one_ok_row_per_cell(tmp_path):
+    proc = run_cli(["+sweep=seeds", "grid.seed=[0,1]", "data=synthetic", "train=tiny", "model.filters=[4,8]",
+                    "model.dense_units=16", "runner.progress=false", f"hydra.run.dir={tmp_path}"], timeout=600)
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    df = runs(tmp_path)
+    assert len(df) == 2 * 2 and set(df.status) == {"ok"}
+    assert sorted(df.framework) == ["keras", "keras", "pytorch", "pytorch"]
+    assert list(df.columns) == RUNS_SCHEMA.names
+    ok = df.iloc[0]
+    for column in ("accuracy", "f1", "train_seconds", "median_epoch_seconds", "images_per_second", "latency_p50_ms",
+                   "throughput_images_per_second", "peak_host_rss_mb", "param_count", "split_hash", "git_sha",
+                   "framework_version", "node_id", "host", "device_name"):
+        assert ok[column] is not None and ok[column] == ok[column], column  # present and not NaN
+    assert df.groupby("seed").split_hash.nunique().eq(1).all()  # both frameworks saw the same split
+    # Both frameworks share the one CPU slot: their cells never overlapped.
+    spans = sorted((r.start_time, r.end_time) for r in df.itertuples())
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    gate = json.loads((tmp_path / "parity_gate.json").read_text())
+    assert gate["status"] == "passed", gate.get("summary")
+    assert read_metadata(tmp_path / "runs.parquet")["parity_gate"]["status"] == "passed"
+    assert f"results: {tmp_path} (4 ok, 0 failed of 4 cells)" in proc.stdout
+
+
+def test_no_deep_learning_framework_was_imported():
+    no_framework_imported()
