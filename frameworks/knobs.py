@@ -1,0 +1,131 @@
+"""The parity-knob table every adapter reads back from its built objects, and small shared helpers.
+
+``knobs()`` of every adapter returns one flat dict with exactly the keys of ``KNOB_KEYS`` (values
+are JSON-able), so the report can put frameworks side by side. Values are read back from the
+built model/optimizer/runtime, never echoed from the config; ``finish_knobs`` only checks the keys.
+
+No deep-learning framework is imported here.
+"""
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import numpy as np
+
+#: Keys of the knob table, in display order. Conventions: ``batchnorm_momentum`` is in the torch
+#: convention (weight of the NEW batch statistic; Keras' own value is 1 - this);
+#: ``adam_epsilon_placement`` says where the framework adds epsilon (see ``frameworks.parity``).
+KNOB_KEYS: tuple[str, ...] = (
+    "framework",
+    "backend",
+    "parity_mode",
+    "device",
+    "batchnorm_layers",
+    "batchnorm_momentum",
+    "batchnorm_epsilon",
+    "optimizer",
+    "adam_beta_1",
+    "adam_beta_2",
+    "adam_epsilon",
+    "adam_epsilon_placement",
+    "learning_rate",
+    "weight_init",
+    "loss",
+    "loss_reduction",
+    "loss_from_logits",
+    "output_activation",
+    "precision",
+    "compute_dtype",
+    "matmul_tf32",
+    "conv_tf32",
+    "compile",
+    "compile_detail",
+    "cpu_threads_intra_op",
+    "cpu_threads_inter_op",
+    "deterministic",
+    "data_pipeline",
+)
+
+
+def finish_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
+    """Order ``knobs`` as ``KNOB_KEYS`` and fail loudly if an adapter forgot or invented a key."""
+    missing = [k for k in KNOB_KEYS if k not in knobs]
+    extra = [k for k in knobs if k not in KNOB_KEYS]
+    if missing or extra:
+        raise KeyError(f"knob table mismatch: missing {missing}, unexpected {extra}")
+    return {k: _jsonable(knobs[k]) for k in KNOB_KEYS}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.floating, float)):
+        return float(round(float(value), 12))  # 1 - 0.9 -> 0.1, not 0.09999999999999998
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    return value
+
+
+def single_value(values: list[Any], what: str) -> Any:
+    """The one value all layers share (e.g. every BN layer's epsilon); raise if they disagree."""
+    distinct = sorted({round(float(v), 12) for v in values}) if values else []
+    if len(distinct) > 1:
+        raise AssertionError(f"{what} differs between layers: {distinct}")
+    return distinct[0] if distinct else None
+
+
+def probabilities_from_logits(logits: np.ndarray, binary: bool) -> np.ndarray:
+    """numpy reference: (n, 2) [1-p, p] from one logit, or softmax rows (float64 for stability)."""
+    z = np.asarray(logits, np.float64)
+    if binary:
+        p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+        return np.stack([1.0 - p, p], axis=1)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def batch_slices(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Consecutive ``[start, stop)`` slices; the last partial batch is kept, never dropped."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+
+
+def augment_batch_numpy(images: np.ndarray, hflip: np.ndarray, vflip: np.ndarray, rot90: np.ndarray) -> np.ndarray:
+    """Batch-vectorised numpy augmentation (NHWC): hflip (width), then vflip (height), then
+    ``rot90`` counter-clockwise quarter turns (``np.rot90(k, axes=(1, 2))``), per sample.
+
+    Same semantics as ``runner.data.apply_augment``; this is the PyDataset pipeline's native op.
+    """
+    out = np.where(np.asarray(hflip, bool)[:, None, None, None], images[:, :, ::-1], images)
+    out = np.where(np.asarray(vflip, bool)[:, None, None, None], out[:, ::-1], out)
+    rot90 = np.asarray(rot90) % 4
+    if np.any(rot90 % 2) and images.shape[1] != images.shape[2]:
+        raise ValueError(f"rot90 by an odd number of quarter turns needs square images, got {images.shape[1:3]}")
+    if np.any(rot90):
+        out = np.array(out)  # writable copy before per-group assignment
+        for k in (1, 2, 3):
+            mask = rot90 == k
+            if mask.any():
+                out[mask] = np.rot90(out[mask], k, axes=(1, 2))
+    return out
+
+
+def normalise_numpy(images_uint8: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """uint8 NHWC → float32 ``(x / 255 - mean) / std`` (mean/std per channel, [0, 1] units)."""
+    x = images_uint8.astype(np.float32) / np.float32(255.0)
+    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def cpu_name() -> str:
+    """Human-readable CPU model (Linux /proc/cpuinfo, else ``platform``)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
