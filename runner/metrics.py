@@ -13,13 +13,6 @@ import warnings
 from typing import Any, Sequence
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    log_loss,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
 
 
 class MetricsError(ValueError):
@@ -41,6 +34,16 @@ def classification_metrics(y_true: Any, scores: Any, classes: Sequence[str]) -> 
 
     The predicted label is ``argmax`` of ``scores`` (ties → the lowest label, as numpy does).
     """
+    # Imported here: sklearn costs seconds to import, and the sweep driver imports this module
+    # (through runner.cell) only to compute cell ids.
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        log_loss,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
     classes = [str(c) for c in classes]
     k = len(classes)
     if k < 2:
