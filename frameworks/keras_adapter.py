@@ -350,7 +350,7 @@ class KerasAdapter(Adapter):
         else:
             import torch
 
-            out.update(torch=torch.__version__, cuda=str(torch.version.cuda))
+            out.update(torch=str(torch.__version__), cuda=str(torch.version.cuda))
         return out
 
     def device_info(self) -> dict[str, Any]:

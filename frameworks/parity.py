@@ -164,7 +164,30 @@ def gate_outputs(framework: str, model_cfg: Any, num_classes: int, image_size: i
         "logits_train_after": adapter.forward(x_norm, training=True),
         "bn_sample_counts": bn_sample_counts(step_spec, n),
     }
-    return out
+    return _plain(out)
+
+
+def _plain(value: Any) -> Any:
+    """Builtins and numpy only, so unpickling the result (in the sweep driver, via Ray) imports no framework.
+
+    Framework objects hide in innocent places: ``torch.__version__`` is a ``TorchVersion``, a dtype
+    may slip into a knob table.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return np.asarray(value)
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    return str(value)
 
 
 # ---- pure comparison ---------------------------------------------------------------------

@@ -205,7 +205,7 @@ class PyTorchAdapter(Adapter):
 
     def versions(self) -> dict[str, str]:
         cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-        return {"torch": torch.__version__, "cuda": str(torch.version.cuda), "cudnn": str(cudnn),
+        return {"torch": str(torch.__version__), "cuda": str(torch.version.cuda), "cudnn": str(cudnn),
                 "numpy": np.__version__, "python": platform.python_version()}
 
     def device_info(self) -> dict[str, Any]:

@@ -97,7 +97,16 @@ def probe(framework: str) -> dict:
         if proc.returncode != 0:
             raise AssertionError(f"{framework} probe failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
         with open(out, "rb") as fh:
-            return pickle.load(fh)
+            return _NumpyOnlyUnpickler(fh).load()
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """What a framework process hands back must unpickle without importing that framework."""
+
+    def find_class(self, module: str, name: str):
+        if not module.startswith(("numpy", "builtins", "collections", "copyreg", "_codecs")):
+            raise AssertionError(f"framework output carries a {module}.{name} object (would import {module})")
+        return super().find_class(module, name)
 
 
 if __name__ == "__main__":
