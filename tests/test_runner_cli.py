@@ -1,7 +1,7 @@
 """``python -m runner`` as a user runs it: exit codes, a real Ctrl-C (SIGINT), the printed resume command.
 
-Each test starts its own local Ray in a subprocess (≈ 15–30 s each on a 2-core machine), hence
-``slow``; the same behaviours are covered in-process, against one shared Ray, by test_runner_sweep.py.
+Each test starts its own local Ray in a subprocess (≈ 15–30 s each on a 2-core machine); they stay in
+the default run because they are the only tests of the command exactly as a user types it.
 """
 from __future__ import annotations
 
@@ -12,12 +12,10 @@ import subprocess
 import sys
 import time
 
-import pytest
 from runner_support import FAKE, cli_env, fragment_ids, no_framework_imported, run_cli, runs
 
 from runner import PROJECT_ROOT
 
-pytestmark = pytest.mark.slow  # reason: every test starts Ray in a subprocess (see the module doc)
 
 
 def test_a_device_the_cluster_lacks_exits_2_with_one_message(tmp_path):

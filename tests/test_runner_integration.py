@@ -1,17 +1,16 @@
 """Real frameworks end to end: ``python -m runner +sweep=seeds grid.seed=[0,1]`` on tiny synthetic data.
 
 Keras (TensorFlow) and PyTorch each run in their own Ray actor; this test process imports neither.
+In the default run on purpose (~1 min): it is the one test of the real product path, Ray and both frameworks.
 """
 from __future__ import annotations
 
 import json
 
-import pytest
 from runner_support import no_framework_imported, run_cli, runs
 
 from runner.results import RUNS_SCHEMA, read_metadata
 
-pytestmark = pytest.mark.slow  # reason: imports TensorFlow and PyTorch in two actors (~1.5–3 min on 2 cores)
 
 
 def test_seeds_sweep_with_real_frameworks_gives_one_ok_row_per_cell(tmp_path):
