@@ -59,24 +59,33 @@ def build_module(spec: S.ModelSpec, parity: ParitySettings) -> nn.Sequential:
 # endregion
 
 
+def _same(array: np.ndarray) -> np.ndarray:
+    return array
+
+
+def _layout(spec: S.ModelSpec):
+    """(canonical key, torch state_dict key, canonical→torch, torch→canonical) for every weight of ``spec``."""
+    for layer in spec.layers:
+        if isinstance(layer, S.Conv2D):  # HWIO ↔ OIHW
+            yield (f"{layer.name}.kernel", f"{layer.name}.weight",
+                   lambda w: np.transpose(w, (3, 2, 0, 1)), lambda w: np.transpose(w, (2, 3, 1, 0)))
+            yield f"{layer.name}.bias", f"{layer.name}.bias", _same, _same
+        elif isinstance(layer, S.Dense):  # (in, out) ↔ (out, in)
+            yield f"{layer.name}.kernel", f"{layer.name}.weight", np.transpose, np.transpose
+            yield f"{layer.name}.bias", f"{layer.name}.bias", _same, _same
+        elif isinstance(layer, S.BatchNorm):
+            for torch_name, canon in (("weight", "gamma"), ("bias", "beta"),
+                                      ("running_mean", "moving_mean"), ("running_var", "moving_variance")):
+                yield f"{layer.name}.{canon}", f"{layer.name}.{torch_name}", _same, _same
+
+
 def port_weights(module: nn.Module, spec: S.ModelSpec, weights: dict[str, np.ndarray]) -> None:
     """Copy canonical (Keras-layout) weights in: conv HWIO → OIHW, dense (in, out) → (out, in)."""
     expected = spec.weight_shapes()
     missing = sorted(set(expected) - set(weights))
     if missing:
         raise KeyError(f"{spec.name}: weights missing {missing}")
-    state = {}
-    for layer in spec.layers:
-        if isinstance(layer, S.Conv2D):
-            state[f"{layer.name}.weight"] = np.transpose(weights[f"{layer.name}.kernel"], (3, 2, 0, 1))
-            state[f"{layer.name}.bias"] = weights[f"{layer.name}.bias"]
-        elif isinstance(layer, S.Dense):
-            state[f"{layer.name}.weight"] = weights[f"{layer.name}.kernel"].T
-            state[f"{layer.name}.bias"] = weights[f"{layer.name}.bias"]
-        elif isinstance(layer, S.BatchNorm):
-            for torch_name, canon in (("weight", "gamma"), ("bias", "beta"),
-                                      ("running_mean", "moving_mean"), ("running_var", "moving_variance")):
-                state[f"{layer.name}.{torch_name}"] = weights[f"{layer.name}.{canon}"]
+    state = {torch_key: to_torch(weights[canon]) for canon, torch_key, to_torch, _ in _layout(spec)}
     with torch.no_grad():
         own = module.state_dict()
         for key, value in state.items():
@@ -87,18 +96,7 @@ def port_weights(module: nn.Module, spec: S.ModelSpec, weights: dict[str, np.nda
 
 def read_weights(module: nn.Module, spec: S.ModelSpec) -> dict[str, np.ndarray]:
     state = {k: v.detach().float().cpu().numpy() for k, v in module.state_dict().items()}
-    out: dict[str, np.ndarray] = {}
-    for layer in spec.layers:
-        if isinstance(layer, S.Conv2D):
-            out[f"{layer.name}.kernel"] = np.transpose(state[f"{layer.name}.weight"], (2, 3, 1, 0))
-            out[f"{layer.name}.bias"] = state[f"{layer.name}.bias"]
-        elif isinstance(layer, S.Dense):
-            out[f"{layer.name}.kernel"] = state[f"{layer.name}.weight"].T
-            out[f"{layer.name}.bias"] = state[f"{layer.name}.bias"]
-        elif isinstance(layer, S.BatchNorm):
-            for torch_name, canon in (("weight", "gamma"), ("bias", "beta"),
-                                      ("running_mean", "moving_mean"), ("running_var", "moving_variance")):
-                out[f"{layer.name}.{canon}"] = state[f"{layer.name}.{torch_name}"]
+    out = {canon: from_torch(state[torch_key]) for canon, torch_key, _, from_torch in _layout(spec)}
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 

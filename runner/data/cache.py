@@ -146,28 +146,25 @@ def build_source(data_cfg: Mapping[str, Any]) -> Source:
     return cls(**cfg)
 
 
-def _option_names(cls: type) -> set[str]:
-    names: set[str] = set()
+def _keyword_options(cls: type) -> dict[str, bool]:
+    """Keyword-only constructor options over the class hierarchy: name → required (no default)."""
+    options: dict[str, bool] = {}
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is None:
             continue
         for p in inspect.signature(init).parameters.values():
             if p.kind is inspect.Parameter.KEYWORD_ONLY:
-                names.add(p.name)
-    return names
+                options[p.name] = options.get(p.name, False) or p.default is inspect.Parameter.empty
+    return options
+
+
+def _option_names(cls: type) -> set[str]:
+    return set(_keyword_options(cls))
 
 
 def _required_options(cls: type) -> set[str]:
-    required: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        for p in inspect.signature(init).parameters.values():
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty:
-                required.add(p.name)
-    return required
+    return {name for name, required in _keyword_options(cls).items() if required}
 
 
 # --- hashing -------------------------------------------------------------------------------------
