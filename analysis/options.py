@@ -14,12 +14,11 @@ class AnalysisError(Exception):
 @dataclass(frozen=True)
 class AnalysisOptions:
     confidence: float = 0.95
-    n_resamples: int = 2000  # bootstrap resamples
+    n_resamples: int = 2000  # bootstrap resamples (IQM intervals, from 10 seeds on)
     random_state: int = 0
     margin_quality_pp: float = 1.0  # TOST margin for proportions, ± percentage points (log loss: ± pp/100 nats)
     margin_time_ratio: float = 0.05  # TOST margin for ratios: A/B within [1/(1+m), 1+m]
     alpha: float = 0.05
-    bootstrap_method: str = "BCa"
 
     def __post_init__(self) -> None:
         problems = []
@@ -33,8 +32,6 @@ class AnalysisOptions:
             problems.append(f"margin_quality_pp must be > 0, got {self.margin_quality_pp}")
         if not self.margin_time_ratio > 0:
             problems.append(f"margin_time_ratio must be > 0, got {self.margin_time_ratio}")
-        if self.bootstrap_method not in ("BCa", "percentile", "basic"):
-            problems.append(f"bootstrap_method must be BCa, percentile or basic, got {self.bootstrap_method!r}")
         if problems:
             raise AnalysisError("report options: " + "; ".join(problems))
 
@@ -52,8 +49,7 @@ class AnalysisOptions:
         if unknown:
             raise AnalysisError(f"report options: unknown key(s) {unknown}; known: {sorted(known)}")
         try:
-            typed = {k: (int(v) if k in ("n_resamples", "random_state") else
-                         str(v) if k == "bootstrap_method" else float(v)) for k, v in data.items()}
+            typed = {k: (int(v) if k in ("n_resamples", "random_state") else float(v)) for k, v in data.items()}
         except (TypeError, ValueError) as exc:
             raise AnalysisError(f"report options: {exc}") from None
         return replace(cls(), **typed)

@@ -20,9 +20,10 @@ import pyarrow.parquet as pq
 
 from analysis import loc
 from analysis.load import Results, load_results, require_ok
-from analysis.metrics import METRICS, QUESTIONS, framework_sort_key
+from analysis import stats
+from analysis.metrics import METRICS, PRIMARY, QUESTIONS, framework_sort_key
 from analysis.options import AnalysisError, AnalysisOptions
-from analysis.summary import conditions_table, constant_conditions, summarize
+from analysis.summary import WARNING_PREFIX, conditions_table, constant_conditions, summarize
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 MAX_CONDITION_FIGURES = 24  # per-condition figure sets beyond this are left to the tables
@@ -95,6 +96,8 @@ def fmt_value(metric: str, x: Any) -> str:
 
 
 def fmt_ci(metric: str, low: Any, high: Any, n: Any, *, pair: bool) -> str:
+    if _finite(n) and int(n) == 0:
+        return "no paired seeds"
     if _finite(n) and int(n) == 1:
         return "no interval (1 seed)"
     if not (_finite(low) and _finite(high)):
@@ -121,14 +124,29 @@ def fmt_estimate(metric: str, x: Any, *, pair: bool) -> str:
 
 
 def hint_text(verdict: str, seeds_needed: Any, n: Any) -> str:
-    if not verdict.startswith("inconclusive") or not _finite(seeds_needed):
+    """The seeds hint of an inconclusive headline row (sane for one seed and for unknown spread)."""
+    if verdict != stats.VERDICT_INCONCLUSIVE:
+        return ""
+    if _finite(n) and int(n) < 2:
+        return f"{int(n) if _finite(n) else 0} paired seed(s) show no spread: run ≥ 3 seeds, then this says how many more"
+    if not _finite(seeds_needed):
         return ""
     k = int(seeds_needed)
     if k > 1000:
         return "> 1000 seeds: the difference is tiny next to the seed-to-seed noise"
-    if _finite(n) and int(n) == 1:
-        return f"run ≥ {k} seeds (1 seed shows no spread)"
-    return f"run ≈ {k} seeds"
+    return f"~{k} seeds would settle it"
+
+
+def verdict_text(verdict: str, margin_words: Any, seeds_needed: Any, n: Any) -> str:
+    """Verdict words as shown: "pytorch better (exceeds the margin)", "inconclusive — ~8 seeds would settle it"."""
+    if not verdict:
+        return ""
+    if verdict == stats.VERDICT_INCONCLUSIVE:
+        hint = hint_text(verdict, seeds_needed, n)
+        return f"{verdict} — {hint}" if hint else verdict
+    if verdict.endswith(" better") and isinstance(margin_words, str) and margin_words:
+        return f"{verdict} ({margin_words})"
+    return verdict
 
 
 def verdict_class(verdict: str, a: str, b: str) -> str:
@@ -141,6 +159,15 @@ def verdict_class(verdict: str, a: str, b: str) -> str:
     return "v-inc"
 
 
+def family_text(row) -> str:
+    if row.family == "headline":
+        size = int(row.family_size) if _finite(row.family_size) else 0
+        return f"headline (Holm, m = {size})"
+    if row.family == "secondary":
+        return "secondary: descriptive"
+    return ""
+
+
 # --------------------------------------------------------------------------------------------- sections
 
 def _pair_label(row) -> str:
@@ -148,32 +175,41 @@ def _pair_label(row) -> str:
 
 
 def _verdict_sections(summary: pd.DataFrame, conditions: pd.DataFrame, style: dict) -> list[dict]:
-    pairs = summary[summary["row_kind"] == "pair"]
+    """One block per condition: the headline family rows (one primary metric per question and pair)."""
+    pairs = summary[(summary["row_kind"] == "pair") & (summary["family"] == "headline")]
     out = []
     for cond in conditions.itertuples(index=False):
         cpairs = pairs[pairs["condition_id"] == cond.condition_id]
         fws = summary[(summary["row_kind"] == "framework") & (summary["condition_id"] == cond.condition_id)]
         rows = []
         for question in QUESTIONS:
-            for metric in [m for m, i in METRICS.items() if i.question == question]:
+            for metric in PRIMARY[question]:
                 for r in cpairs[cpairs["metric"] == metric].itertuples(index=False):
                     info = METRICS[metric]
                     ratio = info.comparison == "ratio"
+                    level = float(r.decision_level) if _finite(r.decision_level) else None
                     rows.append({
                         "question": question, "metric": info.label.split(" (")[0], "pair": _pair_label(r),
                         "a": r.framework_a, "b": r.framework_b,
                         "estimate": (f"{r.framework_a}/{r.framework_b} = " if ratio else f"{r.framework_a} − {r.framework_b} = ")
                         + fmt_estimate(metric, r.estimate, pair=True),
                         "ci": fmt_ci(metric, r.ci_low, r.ci_high, r.n, pair=True),
-                        "phrase": r.phrase or "", "verdict": r.verdict,
+                        "dec": fmt_ci(metric, r.dec_low, r.dec_high, r.n, pair=True),
+                        "dec_level": f"{100 * (1 - level):.1f} %" if level is not None else "",
+                        "phrase": r.phrase or "", "verdict": verdict_text(r.verdict, r.margin_words, r.seeds_needed, r.n),
                         "vclass": verdict_class(r.verdict, r.framework_a, r.framework_b),
                         "winner_color": style.get(r.winner, {}).get("color", "") if r.winner else "",
-                        "n": int(r.n), "hint": hint_text(r.verdict, r.seeds_needed, r.n),
-                        "p_holm": fmt_p(r.p_holm), "p_tost": fmt_p(r.p_tost),
+                        "n": int(r.n), "dropped": _dropped(r), "p_holm": fmt_p(r.p_holm), "p_tost": fmt_p(r.p_tost_holm),
                     })
         out.append({"id": int(cond.condition_id), "label": cond.condition, "rows": rows,
                     "frameworks": sorted(fws["framework"].unique(), key=framework_sort_key)})
     return out
+
+
+def _dropped(r) -> str:
+    parts = [f"{who}: {int(k)}" for who, k in ((r.framework_a, r.seeds_only_a), (r.framework_b, r.seeds_only_b))
+             if _finite(k) and int(k) > 0]
+    return ("dropped " + ", ".join(parts)) if parts else ""
 
 
 def _metric_tables(summary: pd.DataFrame, conditions: pd.DataFrame) -> list[dict]:
@@ -188,21 +224,35 @@ def _metric_tables(summary: pd.DataFrame, conditions: pd.DataFrame) -> list[dict
         rows = []
         for cond in conditions.itertuples(index=False):
             for r in f[f["condition_id"] == cond.condition_id].itertuples(index=False):
+                iqm = (f"IQM {fmt_value(metric, r.iqm)} {fmt_ci(metric, r.iqm_low, r.iqm_high, r.n, pair=False)}"
+                       if _finite(r.iqm) else "")
                 rows.append({"condition": cond.condition, "who": r.framework, "kind": "framework",
                              "estimate": fmt_value(metric, r.estimate),
                              "ci": fmt_ci(metric, r.ci_low, r.ci_high, r.n, pair=False),
                              "median": fmt_value(metric, r.median),
                              "spread": (f"sd {fmt_value(metric, r.std)}, IQR {fmt_value(metric, r.iqr)}"
-                                        if _finite(r.std) else "—"),
-                             "n": int(r.n), "p": "", "p_holm": "", "p_tost": "", "prob": "", "verdict": ""})
+                                        if _finite(r.std) else "—") + (f"; {iqm}" if iqm else ""),
+                             "n": int(r.n), "family": "", "p": "", "p_holm": "", "p_tost": "", "prob": "",
+                             "verdict": "", "vclass": ""})
             for r in p[p["condition_id"] == cond.condition_id].itertuples(index=False):
+                prob = (f"{fmt_num(r.prob_a_better, 2)} [{fmt_num(r.prob_low, 2)}, {fmt_num(r.prob_high, 2)}]"
+                        if _finite(r.prob_a_better) else "—")
+                headline = r.family == "headline"
+                spread = r.phrase or ""
+                if _finite(r.within_share):
+                    spread += f"; within-cell share of variance {100 * float(r.within_share):.0f} %"
+                if r.note:
+                    spread += f"; {r.note}"
                 rows.append({"condition": cond.condition, "who": _pair_label(r), "kind": "pair",
                              "estimate": fmt_estimate(metric, r.estimate, pair=True),
                              "ci": fmt_ci(metric, r.ci_low, r.ci_high, r.n, pair=True),
-                             "median": fmt_estimate(metric, r.median, pair=True), "spread": r.phrase or "",
-                             "n": int(r.n), "p": fmt_p(r.p), "p_holm": fmt_p(r.p_holm), "p_tost": fmt_p(r.p_tost),
-                             "prob": fmt_num(r.prob_a_better, 2), "verdict": r.verdict,
-                             "vclass": verdict_class(r.verdict, r.framework_a, r.framework_b)})
+                             "median": fmt_estimate(metric, r.median, pair=True), "spread": spread,
+                             "n": int(r.n), "family": family_text(r), "p": fmt_p(r.p),
+                             "p_holm": fmt_p(r.p_holm) if headline else "",
+                             "p_tost": fmt_p(r.p_tost_holm if headline else r.p_tost), "prob": prob,
+                             "verdict": verdict_text(r.verdict, r.margin_words, r.seeds_needed, r.n) if headline
+                             else "descriptive",
+                             "vclass": verdict_class(r.verdict, r.framework_a, r.framework_b) if headline else "v-inc"})
         unit = "%" if info.proportion else info.unit
         comparison = ("difference A − B in percentage points" if info.proportion else
                       f"difference A − B in {info.unit}" if info.comparison == "difference" else
@@ -214,9 +264,10 @@ def _metric_tables(summary: pd.DataFrame, conditions: pd.DataFrame) -> list[dict
 
 def _mcnemar_table(summary: pd.DataFrame) -> list[dict]:
     rows = summary[summary["row_kind"] == "mcnemar"]
-    return [{"condition": r.condition, "pair": _pair_label(r), "seed": int(r.seed), "n": int(r.n),
-             "estimate": f"{r.estimate:+.2f} pp", "p": fmt_p(r.p), "p_holm": fmt_p(r.p_holm), "verdict": r.verdict,
-             "note": r.note or ""} for r in rows.itertuples(index=False)]
+    return [{"condition": r.condition, "pair": _pair_label(r), "a": r.framework_a, "b": r.framework_b,
+             "seed": int(r.seed), "n": int(r.n), "estimate": f"{r.estimate:+.2f} pp",
+             "a_only": int(r.disagree_a), "b_only": int(r.disagree_b), "note": r.note or ""}
+            for r in rows.itertuples(index=False)]
 
 
 def _json_cell(text: Any) -> Any:
@@ -586,14 +637,16 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
     require_ok(results)
     from analysis import plots  # matplotlib only once the input is known to be usable
     ok = results.ok_runs.reset_index(drop=True)
-    summary, conditions, notes = summarize(ok, opts, results.predictions)
+    summary, conditions, notes = summarize(ok, opts, results.predictions, epochs=results.epochs)
     notes = results.notes + notes
+    warnings = [n[len(WARNING_PREFIX):] for n in notes if n.startswith(WARNING_PREFIX)]
+    notes = [n for n in notes if not n.startswith(WARNING_PREFIX)]
     _, cond_codes = conditions_table(ok)
     frameworks = sorted(ok["framework"].unique(), key=framework_sort_key)
     style = plots.framework_style(results.runs["framework"].unique())
 
     pairs = summary[summary["row_kind"] == "pair"]
-    headline = pairs[pairs["metric"].map(lambda m: METRICS[m].question is not None)]
+    headline = pairs[pairs["family"] == "headline"]
     fw_rows = summary[summary["row_kind"] == "framework"].copy()
     fw_rows["device_label"] = (fw_rows["device_kind"].astype("string").fillna("?") + " "
                                + fw_rows["device_name"].astype("string").fillna("")).str.strip()
@@ -611,8 +664,9 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
         "seeds": {fw: int(seeds_per_fw.get(fw, 0)) for fw in frameworks},
         "options": opts,
         "margin_ratio_low": f"{1 / (1 + opts.margin_time_ratio):.3f}", "margin_ratio_high": f"{1 + opts.margin_time_ratio:.3f}",
-        "family_size": int(np.isfinite(pairs["p"].to_numpy(float)).sum()),
-        "notes": notes,
+        "family_size": int(np.isfinite(headline["p"].to_numpy(float)).sum()),
+        "n_secondary": int((pairs["family"] == "secondary").sum()),
+        "notes": notes, "warnings": warnings,
         "verdict_sections": _verdict_sections(summary, conditions, style),
         "metric_tables": _metric_tables(summary, conditions),
         "mcnemar": _mcnemar_table(summary),

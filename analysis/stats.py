@@ -1,37 +1,41 @@
-"""Pure statistics over seeds (rliable style): typed functions, explicit ``random_state``, scipy underneath.
+"""Pure statistics over seeds: typed functions, explicit ``random_state``, scipy underneath.
 
 Every function works on one group (a 1-D array, NaNs dropped) or on many groups at once (a 2-D
 array, one group per row, no NaNs) and then returns one value per row — the report analyses
 thousands of (metric, condition, framework) groups, and looping in Python would dominate.
 
-Conventions
+One procedure per comparison
 - Paired values are "A − B" (quality, in percentage points for proportions) or "log(A / B)" (time,
   throughput, memory); a ratio's estimate is the geometric mean ratio exp(mean log(A/B)).
-- Bootstrap CIs resample seeds. ``scipy.stats.bootstrap`` computes the interval (BCa by default);
-  the resampled means are supplied to it through its ``bootstrap_result`` argument, computed as a
-  matrix product of the values with the resample *counts*. That is the same resampling scipy does
-  (same index draws from the same generator, shared by all rows — as scipy shares them across a
-  batch), but costs one BLAS call instead of materialising a groups × resamples × seeds array.
-- The paired test is the Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, exact for small n).
-- Equivalence (TOST) is t-based: two one-sided one-sample t-tests of the paired differences against
-  the margins; "equivalent" ⇔ the (1 − 2α) t-interval lies inside the margins.
+- The estimate, the interval, the p-value, the direction and the verdict of a comparison all come
+  from ONE paired t procedure on those values (mean, sd, n − 1 degrees of freedom): the interval is
+  mean ± t·sd/√n, p is the matching two-sided t-test, the direction is the sign of the mean (the
+  centre of the interval), and the verdict follows from where the interval lies. They cannot
+  disagree. The t-interval holds its coverage from n = 2 for roughly normal values (log-ratios of
+  times are; calibration: ``benchmarks/bench_calibration.py``); rank tests cannot reject at 3–5
+  seeds and bootstrap intervals under-cover there, so neither is used for decisions.
+- Multiplicity: Holm over the report's headline family. :func:`holm_levels` turns Holm into one
+  level per hypothesis such that "the (1 − level) interval excludes no-difference" ⇔ "Holm rejects",
+  so the decision interval shown is exactly the one that decided.
+- Equivalence (TOST) is t-based: equivalent ⇔ the (1 − 2·level) interval lies inside the margins,
+  with the level again from Holm over the same family's TOST p-values.
+- Descriptive extras: P(A beats B) over paired seeds with a Clopper–Pearson interval; the
+  interquartile mean (IQM) with a percentile bootstrap over seeds (rliable) from 10 seeds on.
 """
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import special, stats
 
-BootstrapMethod = Literal["BCa", "percentile", "basic"]
+# The IQM bootstrap (rliable) is only computed from this many seeds on: below, a quarter of the
+# seeds is less than one seed to trim and the percentile bootstrap under-covers.
+IQM_MIN_SEEDS = 10
 
-# Bootstrap work is chunked so one chunk's resampled means stay around this many floats (~32 MB).
-# They are float32: relative error ~1e-7 on a CI bound, and the sort scipy does inside is ~1.5× faster.
+# Bootstrap work is chunked so one chunk's resampled statistics stay around this many floats (~32 MB).
 _CHUNK_FLOATS = 8_000_000
 
 
@@ -74,75 +78,56 @@ def describe(values: ArrayLike) -> Description:
     return Description(int(n) if one else ns, _out(mean, one), _out(median, one), _out(std, one), _out(iqr, one))
 
 
-def resample_counts(n: int, n_resamples: int, random_state: int | np.random.Generator) -> np.ndarray:
-    """(n_resamples, n) matrix: how often each of the n seeds appears in each bootstrap resample.
+# --------------------------------------------------------------------------------------------- t procedure
 
-    The index draws are exactly the ones ``scipy.stats.bootstrap`` makes with the same generator
-    (``rng.integers(0, n, (n_resamples, n))``).
-    """
-    rng = np.random.default_rng(random_state)
-    idx = rng.integers(0, n, (n_resamples, n))
-    counts = np.zeros((n_resamples, n))
-    np.add.at(counts, (np.arange(n_resamples)[:, None], idx), 1.0)
-    return counts
-
-
-def bootstrap_mean_ci(values: ArrayLike, *, confidence: float = 0.95, n_resamples: int = 2000,
-                      random_state: int = 0, method: BootstrapMethod = "BCa"):
-    """Bootstrap confidence interval of the mean over seeds: ``(low, high)``.
-
-    Fewer than two values ⇒ NaN (a single seed has no interval). A group with no spread gets the
-    degenerate interval [x, x]. Where BCa is undefined (e.g. one outlier among equal values) the
-    percentile interval of the same bootstrap distribution is used.
-    """
-    x, one = _groups(values)
-    g, n = x.shape
-    low = np.full(g, np.nan)
-    high = np.full(g, np.nan)
-    if n < 2 or g == 0:
-        return _out(low, one), _out(high, one)
-    weights = (resample_counts(n, n_resamples, random_state).T / n).astype(np.float32)  # (n, B)
-    constant = np.ptp(x, axis=1) == 0
-    low[constant] = high[constant] = x[constant, 0]
-    rows = np.flatnonzero(~constant)
-    chunk = max(1, _CHUNK_FLOATS // max(n_resamples, 1))
-    for start in range(0, rows.size, chunk):
-        sel = rows[start:start + chunk]
-        data = x[sel].astype(np.float32)
-        dist = SimpleNamespace(bootstrap_distribution=data @ weights)  # (rows, B) resampled means
-        lo, hi = _scipy_interval(data, dist, confidence, method)
-        bad = ~(np.isfinite(lo) & np.isfinite(hi))
-        if bad.any() and method != "percentile":
-            lo2, hi2 = _scipy_interval(data[bad], SimpleNamespace(
-                bootstrap_distribution=dist.bootstrap_distribution[bad]), confidence, "percentile")
-            lo[bad], hi[bad] = lo2, hi2
-        low[sel], high[sel] = lo, hi
-    return _out(low, one), _out(high, one)
+def t_interval(mean: ArrayLike, se: ArrayLike, df: ArrayLike, level: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided ``1 − level`` interval mean ± t(1 − level/2, df)·se, element-wise (``level`` may vary
+    per element). df < 1 or a NaN level ⇒ NaN; se = 0 ⇒ the point [mean, mean]."""
+    mean, se, df, level = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (mean, se, df, level)))
+    ok = (df >= 1) & np.isfinite(level) & np.isfinite(se)
+    with np.errstate(invalid="ignore"):
+        q = np.where(ok, stats.t.ppf(1 - np.where(ok, level, 0.5) / 2, np.where(ok, df, 1)), np.nan)
+        half = np.where(se == 0, 0.0, q * se)
+    return np.where(ok, mean - half, np.nan), np.where(ok, mean + half, np.nan)
 
 
-def _scipy_interval(data: np.ndarray, dist: SimpleNamespace, confidence: float, method: str):
-    with warnings.catch_warnings():
-        # Degenerate BCa rows are detected and redone by the caller; the warning is noise here.
-        warnings.simplefilter("ignore")
-        res = stats.bootstrap((data,), np.mean, axis=-1, vectorized=True, n_resamples=0,
-                              bootstrap_result=dist, confidence_level=confidence, method=method)
-    return (np.atleast_1d(np.asarray(res.confidence_interval.low, dtype=float)),
-            np.atleast_1d(np.asarray(res.confidence_interval.high, dtype=float)))
+def t_test_p(mean: ArrayLike, se: ArrayLike, df: ArrayLike) -> np.ndarray:
+    """Two-sided one-sample t-test p of "mean = 0", element-wise. df < 1 ⇒ NaN; se = 0 ⇒ exact:
+    1 when the (constant) value is 0, else 0."""
+    mean, se, df = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (mean, se, df)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = 2 * stats.t.sf(np.abs(mean / se), np.maximum(df, 1))
+    p = np.where(se == 0, np.where(mean == 0, 1.0, 0.0), p)
+    return np.where(df >= 1, p, np.nan)
 
 
-def signed_rank_p(differences: ArrayLike):
-    """Two-sided Wilcoxon signed-rank p-value of paired differences (zeros dropped, scipy's default).
+@dataclass(frozen=True)
+class PairedT:
+    """The one paired procedure (rows = groups); analysis scale (pp or log ratio)."""
 
-    n < 2 ⇒ NaN (no test); all differences zero ⇒ 1.
-    """
-    d, one = _groups(differences)
-    p = np.full(d.shape[0], np.nan)
-    if d.shape[1] >= 2 and d.shape[0]:
-        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-            warnings.simplefilter("ignore")  # scipy warns on rows that are all zeros; those get p = 1
-            p = np.asarray(stats.wilcoxon(d, axis=-1).pvalue, dtype=float).reshape(-1)
-        p[np.all(d == 0, axis=1)] = 1.0
-    return _out(p, one)
+    n: np.ndarray
+    mean: np.ndarray
+    sd: np.ndarray
+    se: np.ndarray
+    low: np.ndarray  # confidence interval at ``confidence``
+    high: np.ndarray
+    p: np.ndarray  # two-sided t-test of "no difference"
+
+
+def paired_t(differences: ArrayLike, *, confidence: float = 0.95) -> PairedT:
+    d, _ = _groups(differences)
+    g, n = d.shape
+    ns = np.full(g, n)
+    if n == 0:
+        nan = np.full(g, np.nan)
+        return PairedT(ns, nan, nan, nan, nan, nan, nan)
+    mean = d.mean(axis=1)
+    sd = d.std(axis=1, ddof=1) if n > 1 else np.full(g, np.nan)
+    # Rounding noise of equal values (e.g. 2/60 − 4/60 computed per seed) is no spread: exact zero.
+    sd = np.where(sd <= 1e-12 * np.maximum(1.0, np.abs(mean)), 0.0, sd)
+    se = sd / math.sqrt(n)
+    low, high = t_interval(mean, se, n - 1, 1 - confidence)
+    return PairedT(ns, mean, sd, se, low, high, t_test_p(mean, se, n - 1))
 
 
 def tost_p(differences: ArrayLike, low: float, high: float):
@@ -159,14 +144,95 @@ def tost_p(differences: ArrayLike, low: float, high: float):
     if n >= 2 and d.shape[0]:
         mean = d.mean(axis=1)
         se = d.std(axis=1, ddof=1) / math.sqrt(n)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            p_low = stats.t.sf((mean - low) / se, n - 1)  # H0: mean ≤ low
-            p_high = stats.t.cdf((mean - high) / se, n - 1)  # H0: mean ≥ high
-        p = np.maximum(p_low, p_high)
-        flat = se == 0
-        p[flat] = np.where((mean[flat] > low) & (mean[flat] < high), 0.0, 1.0)
+        p = tost_p_from(mean, se, n - 1, low, high)
     return _out(p, one)
 
+
+def tost_p_from(mean: ArrayLike, se: ArrayLike, df: ArrayLike, low: float, high: float) -> np.ndarray:
+    mean, se, df = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (mean, se, df)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_low = stats.t.sf((mean - low) / se, np.maximum(df, 1))  # H0: mean ≤ low
+        p_high = stats.t.cdf((mean - high) / se, np.maximum(df, 1))  # H0: mean ≥ high
+    p = np.maximum(p_low, p_high)
+    flat = se == 0
+    p = np.where(flat, np.where((mean > low) & (mean < high), 0.0, 1.0), p)
+    return np.where(df >= 1, p, np.nan)
+
+
+# --------------------------------------------------------------------------------------------- multiplicity
+
+def holm(p_values: ArrayLike) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaNs stay NaN and are
+    not counted in the family."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = finite.size
+    if m == 0:
+        return out
+    order = finite[np.argsort(p[finite], kind="stable")]
+    adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
+
+
+def holm_levels(p_values: ArrayLike, alpha: float) -> np.ndarray:
+    """Per-hypothesis test level that makes a single interval reproduce Holm's decisions.
+
+    Holm sorts the m finite p-values and rejects while p₍ₖ₎ < α/(m − k + 1); let j be the first
+    step that fails. Hypothesis k gets level α/(m − min(k, j) + 1): a rejected one (k < j) is
+    rejected at its own step's level; every other one gets the level of the failing step, at which
+    its p (≥ p₍ⱼ₎) is not significant. So "p < level" ⇔ "Holm adjusted p < α", and the
+    (1 − level) t-interval excludes no-difference exactly when Holm rejects. NaN p ⇒ NaN level.
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = finite.size
+    if m == 0:
+        return out
+    order = finite[np.argsort(p[finite], kind="stable")]
+    thresholds = alpha / (m - np.arange(m))
+    fails = np.flatnonzero(p[order] >= thresholds)
+    first_fail = fails[0] if fails.size else m
+    steps = np.minimum(np.arange(m), first_fail)
+    out[order] = thresholds[np.minimum(steps, m - 1)]
+    return out
+
+
+# --------------------------------------------------------------------------------------------- planning
+
+def seeds_needed(mean: ArrayLike, sd: ArrayLike, n: ArrayLike, *, level: float, low: float, high: float,
+                 power: float = 0.8, cap: int = 1000):
+    """Seeds after which the observed effect would likely be settled (80 % power by default).
+
+    Two routes, whichever needs fewer seeds: show a difference (two-sided t at ``level``, e.g. the
+    first Holm step α/m) or show equivalence (TOST at ``level``, only when the observed mean lies
+    inside the margins). Both take the observed mean and sd as the truth — with 2–3 seeds a hint, not
+    a promise. Solved with the usual t fixed point n = ((t₁ + t₂)·sd / effect)². Above ``cap`` ⇒
+    ``cap + 1`` ("more than cap"); unknown spread (n < 2) ⇒ NaN (no plan can be made from one seed).
+    """
+    mean_a, sd_a, n_a = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (mean, sd, n))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eff_diff = np.abs(mean_a)
+        gap = np.minimum(mean_a - low, high - mean_a)
+        eff_eq = np.where(gap > 0, gap, 0.0)
+        z_pow = special.ndtri(power)
+        need = []
+        for effect, alpha_side in ((eff_diff, level / 2), (eff_eq, level)):
+            k = ((special.ndtri(1 - alpha_side) + z_pow) * sd_a / effect) ** 2
+            for _ in range(6):  # t correction: converges in a few steps for k ≥ 2
+                df = np.maximum(np.nan_to_num(k, nan=2.0, posinf=1e9) - 1, 1)
+                k = ((stats.t.ppf(1 - alpha_side, df) + stats.t.ppf(power, df)) * sd_a / effect) ** 2
+            need.append(np.nan_to_num(k, nan=np.inf))
+        out = np.ceil(np.fmin(need[0], need[1]))
+    out = np.maximum(out, np.maximum(n_a + 1, 3))
+    out = np.where(np.isfinite(out), np.minimum(out, cap + 1), cap + 1)
+    out = np.where((n_a < 2) | ~np.isfinite(sd_a), np.nan, out)
+    return out if np.ndim(mean) else float(out[0])
+
+
+# --------------------------------------------------------------------------------------------- descriptive
 
 def prob_a_better(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool):
     """Share of paired seeds on which A beats B (ties count one half) — the common-language effect."""
@@ -187,59 +253,72 @@ def prob_a_better(a: ArrayLike, b: ArrayLike, *, higher_is_better: bool):
     return _out(score.mean(axis=1), one)
 
 
-def holm(p_values: ArrayLike) -> np.ndarray:
-    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaNs stay NaN and are
-    not counted in the family."""
-    p = np.asarray(p_values, dtype=float)
-    out = np.full(p.shape, np.nan)
-    finite = np.flatnonzero(np.isfinite(p))
-    m = finite.size
-    if m == 0:
-        return out
-    order = finite[np.argsort(p[finite], kind="stable")]
-    adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
-    out[order] = np.minimum(adjusted, 1.0)
-    return out
+def proportion_interval(share: ArrayLike, n: ArrayLike, *, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Clopper–Pearson interval of a share of n paired seeds (Bouthillier et al. 2021's P(A > B)).
 
-
-def min_seeds_for_signed_rank(alpha: float, family_size: int = 1) -> int:
-    """Smallest n at which an exact two-sided signed-rank test can reach p ≤ α / family_size (Holm's
-    first step): its smallest possible p is 2 / 2ⁿ."""
-    threshold = alpha / max(family_size, 1)
-    return max(2, math.ceil(math.log2(2.0 / threshold)))
-
-
-def seeds_needed(mean: ArrayLike, std: ArrayLike, n: ArrayLike, *, low: float, high: float, alpha: float,
-                 family_size: int = 1, power: float = 0.8, cap: int = 1000):
-    """Rough number of seeds after which the observed effect would likely get a verdict.
-
-    Two routes, whichever needs fewer seeds: detect the difference (normal approximation at the
-    Holm-corrected level, and at least the seeds an exact signed-rank test needs) or show
-    equivalence (TOST at level α, only if the observed mean lies inside the margins). Both use the
-    observed spread, so with 2–3 seeds this is a hint, not a promise. Values above ``cap`` return
-    ``cap + 1`` ("more than cap"). Unknown spread (n < 2) ⇒ the exact-test minimum.
+    Exact (conservative) for whole counts; a tie counts one half, i.e. the beta quantiles are taken
+    at a fractional count. n < 1 ⇒ NaN.
     """
-    mean_a = np.atleast_1d(np.asarray(mean, dtype=float))
-    std_a = np.atleast_1d(np.asarray(std, dtype=float))
-    n_a = np.atleast_1d(np.asarray(n, dtype=float))
-    floor = min_seeds_for_signed_rank(alpha, family_size)
-    z_diff = special.ndtri(1 - alpha / (2 * max(family_size, 1))) + special.ndtri(power)
-    z_eq = special.ndtri(1 - alpha) + special.ndtri(power)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        n_diff = np.maximum(np.ceil((z_diff * std_a / np.abs(mean_a)) ** 2), floor)
-        gap = np.minimum(mean_a - low, high - mean_a)
-        n_eq = np.where(gap > 0, np.maximum(np.ceil((z_eq * std_a / gap) ** 2), 3), np.inf)
-    need = np.fmin(np.nan_to_num(n_diff, nan=np.inf), np.nan_to_num(n_eq, nan=np.inf))
-    unknown = ~np.isfinite(std_a) | (n_a < 2)
-    need = np.where(unknown, floor, need)
-    need = np.maximum(need, n_a + 1)
-    need = np.where(np.isfinite(need), np.minimum(need, cap + 1), cap + 1)
-    return need.astype(int) if np.ndim(mean) else int(need[0])
+    share, n = np.broadcast_arrays(np.asarray(share, dtype=float), np.asarray(n, dtype=float))
+    k = share * n
+    a = (1 - confidence) / 2
+    with np.errstate(invalid="ignore"):
+        low = np.where(k > 0, special.betaincinv(np.maximum(k, 1e-12), n - k + 1, a), 0.0)
+        high = np.where(k < n, special.betaincinv(k + 1, np.maximum(n - k, 1e-12), 1 - a), 1.0)
+    bad = ~(n >= 1) | ~np.isfinite(share)
+    return np.where(bad, np.nan, low), np.where(bad, np.nan, high)
+
+
+def _trim_bounds(n: int) -> tuple[int, int]:
+    cut = int(math.floor(0.25 * n))
+    return cut, n - cut
+
+
+def iqm(values: ArrayLike):
+    """Interquartile mean: the mean of the middle half (a quarter trimmed from each end, as
+    ``scipy.stats.trim_mean(x, 0.25)``)."""
+    x, one = _groups(values)
+    if x.shape[1] == 0:
+        return _out(np.full(x.shape[0], np.nan), one)
+    lo, hi = _trim_bounds(x.shape[1])
+    return _out(np.sort(x, axis=1)[:, lo:hi].mean(axis=1), one)
+
+
+def iqm_ci(values: ArrayLike, *, confidence: float = 0.95, n_resamples: int = 2000,
+           random_state: int | np.random.Generator = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(IQM, low, high) with a percentile bootstrap over seeds, from :data:`IQM_MIN_SEEDS` seeds on
+    (NaN below). Vectorised: a resample is a count per *sorted* position (seeds are exchangeable, so
+    counts drawn for positions have the resampling distribution), the trimmed mean is then a fixed
+    weight per sorted position, and all groups of one size share the weight matrix: one matrix product.
+    """
+    x, one = _groups(values)
+    g, n = x.shape
+    est = np.full(g, np.nan)
+    low = np.full(g, np.nan)
+    high = np.full(g, np.nan)
+    if n < IQM_MIN_SEEDS or g == 0:
+        return _out(est, one), _out(low, one), _out(high, one)
+    est = np.asarray(iqm(x), dtype=float).reshape(-1)
+    rng = np.random.default_rng(random_state)
+    idx = rng.integers(0, n, (n_resamples, n))
+    counts = np.zeros((n_resamples, n))
+    np.add.at(counts, (np.arange(n_resamples)[:, None], idx), 1.0)
+    lo_k, hi_k = _trim_bounds(n)
+    upper = np.cumsum(counts, axis=1)
+    lower = upper - counts
+    weights = (np.clip(np.minimum(upper, hi_k) - np.maximum(lower, lo_k), 0, None) / (hi_k - lo_k)).T  # (n, B)
+    xs = np.sort(x, axis=1)
+    a = (1 - confidence) / 2
+    chunk = max(1, _CHUNK_FLOATS // max(n_resamples, 1))
+    for start in range(0, g, chunk):
+        dist = xs[start:start + chunk] @ weights
+        low[start:start + chunk], high[start:start + chunk] = np.quantile(dist, [a, 1 - a], axis=1)
+    return _out(est, one), _out(low, one), _out(high, one)
 
 
 @dataclass(frozen=True)
 class McNemarResult:
-    """Exact McNemar test on one shared test set: only the discordant samples carry information."""
+    """Disagreements of two classifiers on one shared test set (descriptive: per-seed counts)."""
 
     n: int  # shared samples
     a_only: int  # A correct, B wrong
@@ -249,6 +328,9 @@ class McNemarResult:
 
 
 def mcnemar(y_true: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike) -> McNemarResult:
+    """Counts and the exact McNemar p of one seed. The report shows the counts only: a per-seed test
+    treats one training run as the framework, so seed-to-seed training variance would read as a
+    framework effect (in A/A simulations most reports contained a "significant" seed)."""
     y = np.asarray(y_true)
     a_right = np.asarray(pred_a) == y
     b_right = np.asarray(pred_b) == y
@@ -261,32 +343,44 @@ def mcnemar(y_true: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike) -> McNemarR
     return McNemarResult(n, a_only, b_only, p, diff)
 
 
+# --------------------------------------------------------------------------------------------- verdicts
+
 VERDICT_EQUIVALENT = "equivalent"
-VERDICT_INCONCLUSIVE = "inconclusive — need more seeds"
+VERDICT_INCONCLUSIVE = "inconclusive"
+VERDICT_NO_PAIRS = "no paired seeds"
+MARGIN_BEYOND = "exceeds the margin"
+MARGIN_WITHIN = "within the margin"
 
 
-def verdicts(a: ArrayLike, b: ArrayLike, *, a_ahead: ArrayLike, p_holm: ArrayLike, p_tost: ArrayLike,
-             alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """Verdict words and winner ("" when none) of paired comparisons, one per element.
+def decide(a: ArrayLike, b: ArrayLike, *, a_ahead: ArrayLike, dec_low: ArrayLike, dec_high: ArrayLike,
+           eq_low: ArrayLike, eq_high: ArrayLike, margin_low: float | ArrayLike, margin_high: float | ArrayLike,
+           n: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(verdict words, winner, margin words) of paired comparisons, element-wise, from intervals only.
 
-    ``a_ahead``: 1 where the estimate favours A, 0 where it favours B, NaN where it favours neither.
-    Equivalence (TOST p < α) wins over a significant difference: a difference inside the stated
-    margin is declared practically irrelevant; otherwise a Holm-corrected p < α names the leader.
+    ``dec_*``: the decision interval (difference, at the Holm level); ``eq_*``: the equivalence
+    interval (1 − 2·level). Analysis scale, "no difference" = 0.
+    - decision interval excludes 0 ⇒ "<leader> better", leader = the side the interval lies on;
+      margin words: "exceeds the margin" when the whole interval lies beyond it, "within the margin"
+      when it lies inside it, else "" (the size relative to the margin is not settled);
+    - else equivalence interval inside the margins ⇒ "equivalent";
+    - else "inconclusive" (n = 0 ⇒ "no paired seeds").
     """
-    a_arr = np.atleast_1d(np.asarray(a, dtype=object))
-    b_arr = np.atleast_1d(np.asarray(b, dtype=object))
+    a_arr, b_arr = np.atleast_1d(np.asarray(a, dtype=object)), np.atleast_1d(np.asarray(b, dtype=object))
+    dl, dh, el, eh = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (dec_low, dec_high, eq_low, eq_high))
+    ml, mh = np.broadcast_to(np.asarray(margin_low, dtype=float), dl.shape), np.broadcast_to(
+        np.asarray(margin_high, dtype=float), dl.shape)
     ahead = np.atleast_1d(np.asarray(a_ahead, dtype=float))
-    equivalent = np.nan_to_num(np.atleast_1d(np.asarray(p_tost, dtype=float)), nan=1.0) < alpha
-    significant = np.nan_to_num(np.atleast_1d(np.asarray(p_holm, dtype=float)), nan=1.0) < alpha
-    better = ~equivalent & significant & np.isfinite(ahead)
+    n_arr = np.atleast_1d(np.asarray(n, dtype=float))
+    with np.errstate(invalid="ignore"):
+        above, below = dl > 0, dh < 0
+        differs = above | below
+        equivalent = ~differs & (el > ml) & (eh < mh)
+        beyond = (dl > mh) | (dh < ml)
+        within = (dl > ml) & (dh < mh)
     leader = np.where(ahead == 1, a_arr, b_arr)
-    winner = np.where(better, leader, "").astype(object)
-    words = np.where(equivalent, VERDICT_EQUIVALENT,
-                     np.where(better, leader.astype(str) + " better", VERDICT_INCONCLUSIVE)).astype(object)
-    return words, winner
-
-
-def verdict(a: str, b: str, *, a_better: bool | None, p_holm: float, p_tost: float, alpha: float) -> str:
-    """Scalar form of :func:`verdicts`."""
-    ahead = np.nan if a_better is None else float(a_better)
-    return str(verdicts([a], [b], a_ahead=[ahead], p_holm=[p_holm], p_tost=[p_tost], alpha=alpha)[0][0])
+    words = np.where(differs, leader.astype(str) + " better",
+                     np.where(equivalent, VERDICT_EQUIVALENT,
+                              np.where(n_arr < 1, VERDICT_NO_PAIRS, VERDICT_INCONCLUSIVE))).astype(object)
+    winner = np.where(differs, leader, "").astype(object)
+    margin = np.where(differs & beyond, MARGIN_BEYOND, np.where(differs & within, MARGIN_WITHIN, "")).astype(object)
+    return words, winner, margin

@@ -5,11 +5,21 @@ size is then analysed as one row of a 2-D array, so a million result rows cost a
 vectorised calls rather than a Python loop per group.
 
 Row kinds in the summary:
-- ``framework``: one framework in one condition — mean (estimate), bootstrap CI, median, std, IQR, n.
-- ``pair``: frameworks A vs B in one condition, paired by seed — difference A − B (pp for
-  proportions) or ratio A/B (geometric mean), bootstrap CI, Wilcoxon p, Holm p across all pair rows
-  of the report, TOST p against the margin, P(A beats B), verdict and a seeds-needed hint.
-- ``mcnemar``: A vs B on one seed's shared test set (exact McNemar); Holm within this family.
+- ``framework``: one framework in one condition — estimate with a t-interval over seeds (quality:
+  mean; time/throughput/memory: geometric mean, interval on the log scale), median, sd, IQR, n; from
+  10 seeds on also the IQM with a percentile bootstrap interval (rliable).
+- ``pair``: frameworks A vs B in one condition on the seeds both have — difference A − B (pp for
+  proportions) or ratio A/B (geometric mean). ONE paired t procedure gives estimate, 95 % interval,
+  p, direction and (for headline rows) the verdict; see :mod:`analysis.stats`. ``family`` says
+  whether the row is a headline question (Holm over the report's headline rows, TOST adjusted the
+  same way, decision interval at the Holm level) or a secondary, descriptive metric.
+- ``mcnemar``: A vs B on one seed's shared test set — disagreement counts, descriptive only.
+
+Within-cell replicates: where ``epochs.parquet`` has the epoch times, a cell's epoch time is the
+geometric mean of its post-warm-up epochs (the runs table's median otherwise), and the share of the
+seed-to-seed variance that within-cell (epoch-to-epoch) noise explains is reported. The test stays
+on the seed level (n − 1 degrees of freedom): replicates make each seed's value more precise but are
+never counted as seeds — that is what keeps the interval honest at 3 seeds.
 """
 from __future__ import annotations
 
@@ -21,17 +31,25 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
-from analysis.metrics import CONDITION_COLUMNS, CONDITION_LABELS, METRICS, MetricInfo, framework_sort_key
+from analysis.metrics import (CONDITION_COLUMNS, CONDITION_LABELS, METRICS, PRIMARY, MetricInfo,
+                              framework_sort_key)
 from analysis.options import AnalysisOptions
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "row_kind", "metric", "metric_label", "metric_kind", "comparison", "unit", "higher_is_better",
     "condition_id", "condition", *CONDITION_COLUMNS,
     "framework", "framework_a", "framework_b", "seed",
-    "estimate", "ci_low", "ci_high", "n", "mean", "median", "std", "iqr",
-    "p", "p_holm", "p_tost", "margin_low", "margin_high", "prob_a_better",
-    "verdict", "winner", "phrase", "seeds_needed", "note", "confidence", "n_resamples",
+    "estimate", "ci_low", "ci_high", "n", "mean", "median", "std", "iqr", "iqm", "iqm_low", "iqm_high",
+    "family", "family_size", "p", "p_holm", "decision_level", "dec_low", "dec_high",
+    "p_tost", "p_tost_holm", "eq_low", "eq_high", "margin_low", "margin_high",
+    "prob_a_better", "prob_low", "prob_high", "seeds_only_a", "seeds_only_b", "within_share",
+    "disagree_a", "disagree_b",
+    "verdict", "winner", "margin_words", "phrase", "seeds_needed", "note", "confidence", "n_resamples",
 )
+
+FAMILY_HEADLINE = "headline"
+FAMILY_SECONDARY = "secondary"
+WARNING_PREFIX = "warning: "  # notes that start with this are shown as alarms at the top of the report
 
 NO_INTERVAL_NOTE = "no interval (1 seed)"
 
@@ -97,6 +115,19 @@ def _buckets(group_sorted: np.ndarray, values: np.ndarray, *others: np.ndarray
         yield ids[counts == n], values[rows].reshape(-1, n), tuple(o[rows].reshape(-1, n) for o in others)
 
 
+def _buckets(group_sorted: np.ndarray, values: np.ndarray, *others: np.ndarray
+             ) -> Iterator[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]]:
+    """Ragged groups → dense blocks. ``group_sorted`` must be sorted; yields, per distinct group size n,
+    (group ids, values as (groups × n), each of ``others`` reshaped the same way)."""
+    if group_sorted.size == 0:
+        return
+    ids, start, counts = np.unique(group_sorted, return_index=True, return_counts=True)
+    per_row = np.repeat(counts, counts)
+    for n in np.unique(counts):
+        rows = np.flatnonzero(per_row == n)
+        yield ids[counts == n], values[rows].reshape(-1, n), tuple(o[rows].reshape(-1, n) for o in others)
+
+
 def _margins(info: MetricInfo, options: AnalysisOptions) -> tuple[float, float]:
     """Equivalence margins on the analysis scale (pp, raw units, or log ratio)."""
     if info.comparison == "ratio":
@@ -111,81 +142,126 @@ def _margins(info: MetricInfo, options: AnalysisOptions) -> tuple[float, float]:
 def _framework_rows(info: MetricInfo, values: np.ndarray, groups: np.ndarray, group_cond: np.ndarray,
                     group_fw: np.ndarray, frameworks: list[str], options: AnalysisOptions) -> list[pd.DataFrame]:
     keep = np.isfinite(values)
+    log_scale = info.comparison == "ratio"
+    if log_scale:
+        keep &= values > 0  # e.g. memory 0 = not measured
     gs, vs = groups[keep], values[keep]
     order = np.argsort(gs, kind="stable")
     out = []
     for ids, block, _ in _buckets(gs[order], vs[order]):
         d = stats.describe(block)
-        low, high = stats.bootstrap_mean_ci(block, confidence=options.confidence, n_resamples=options.n_resamples,
-                                            random_state=options.random_state, method=options.bootstrap_method)
         n = block.shape[1]
+        t = stats.paired_t(np.log(block) if log_scale else block, confidence=options.confidence)
+        est, low, high = t.mean, t.low, t.high
+        if log_scale:
+            est, low, high = np.exp(est), np.exp(low), np.exp(high)
+        elif info.proportion:
+            low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
+        iqm = iqm_low = iqm_high = np.full(len(ids), np.nan)
+        if info.kind == "quality" and n >= stats.IQM_MIN_SEEDS:
+            iqm, iqm_low, iqm_high = stats.iqm_ci(block, confidence=options.confidence,
+                                                  n_resamples=options.n_resamples, random_state=options.random_state)
         out.append(pd.DataFrame({
             "row_kind": "framework", "metric": info.name, "comparison": "value", "unit": info.unit,
             "condition_id": group_cond[ids], "framework": np.asarray(frameworks, dtype=object)[group_fw[ids]],
-            "estimate": d.mean, "ci_low": low, "ci_high": high, "n": n, "mean": d.mean, "median": d.median,
-            "std": d.std, "iqr": d.iqr, "note": NO_INTERVAL_NOTE if n == 1 else "",
+            "estimate": est, "ci_low": low, "ci_high": high, "n": n, "mean": d.mean, "median": d.median,
+            "std": d.std, "iqr": d.iqr, "iqm": iqm, "iqm_low": iqm_low, "iqm_high": iqm_high,
+            "note": NO_INTERVAL_NOTE if n == 1 else "",
         }))
     return out
 
 
 def _pair_rows(info: MetricInfo, a_name: str, b_name: str, a: np.ndarray, b: np.ndarray, pair_cond: np.ndarray,
-               options: AnalysisOptions) -> list[pd.DataFrame]:
-    valid = np.isfinite(a) & np.isfinite(b)
-    if info.comparison == "ratio":
-        valid &= (a > 0) & (b > 0)  # a log ratio needs positive values (e.g. memory 0 = not measured)
+               options: AnalysisOptions, within_a: np.ndarray | None = None,
+               within_b: np.ndarray | None = None) -> list[pd.DataFrame]:
+    """Pair rows of one metric and one framework pair; ``pair_cond`` (one per (condition, seed) row)
+    must be sorted. Conditions where both sides have values but no seed in common get an n = 0 row."""
+    has_a, has_b = np.isfinite(a), np.isfinite(b)
+    if info.comparison == "ratio":  # a log ratio needs positive values (e.g. memory 0 = not measured)
+        has_a &= a > 0
+        has_b &= b > 0
+    valid = has_a & has_b
+    n_cond = int(pair_cond.max()) + 1 if pair_cond.size else 0
+    count_a = np.bincount(pair_cond, has_a, n_cond)
+    count_b = np.bincount(pair_cond, has_b, n_cond)
+    count_ab = np.bincount(pair_cond, valid, n_cond)
+    low_m, high_m = _margins(info, options)
+    margin = (math.exp(low_m), math.exp(high_m)) if info.comparison == "ratio" else (low_m, high_m)
+    out = []
+    unpaired = np.flatnonzero((count_ab == 0) & (count_a > 0) & (count_b > 0))
+    if unpaired.size:
+        out.append(pd.DataFrame({
+            "row_kind": "pair", "metric": info.name, "comparison": info.comparison, "unit": info.difference_unit,
+            "condition_id": unpaired, "framework_a": a_name, "framework_b": b_name, "n": 0,
+            "margin_low": margin[0], "margin_high": margin[1],
+            "seeds_only_a": count_a[unpaired].astype(int), "seeds_only_b": count_b[unpaired].astype(int),
+            "note": f"no seed has both {a_name} and {b_name}: nothing to pair",
+            "_mean_d": np.nan, "_sd_d": np.nan, "_se_d": np.nan, "_low_m": low_m, "_high_m": high_m,
+        }))
     if not valid.any():
-        return []
+        return out
+    wa = within_a[valid] if within_a is not None else np.full(valid.sum(), np.nan)
+    wb = within_b[valid] if within_b is not None else np.full(valid.sum(), np.nan)
     a, b, cond = a[valid], b[valid], pair_cond[valid]
     with np.errstate(divide="ignore", invalid="ignore"):
         if info.comparison == "ratio":
             d = np.log(a / b)
         else:
             d = (a - b) * (100.0 if info.proportion else 1.0)
-    low_m, high_m = _margins(info, options)
-    out = []
-    for ids, block, (block_a, block_b) in _buckets(cond, d, a, b):  # cond is sorted (see caller)
+    for ids, block, (block_a, block_b, block_wa, block_wb) in _buckets(cond, d, a, b, wa, wb):
         n = block.shape[1]
         desc = stats.describe(block)
-        low, high = stats.bootstrap_mean_ci(block, confidence=options.confidence, n_resamples=options.n_resamples,
-                                            random_state=options.random_state, method=options.bootstrap_method)
-        est = desc.mean
+        t = stats.paired_t(block, confidence=options.confidence)
+        est, low, high, median = t.mean, t.low, t.high, desc.median
         if info.comparison == "ratio":
-            est, low, high = np.exp(est), np.exp(low), np.exp(high)
-            median = np.exp(desc.median)
-            margin = (math.exp(low_m), math.exp(high_m))
-        else:
-            median = desc.median
-            margin = (low_m, high_m)
+            est, low, high, median = np.exp(est), np.exp(low), np.exp(high), np.exp(median)
+        share = stats.prob_a_better(block_a, block_b, higher_is_better=info.higher_is_better)
+        p_low, p_high = stats.proportion_interval(share, n, confidence=options.confidence)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            within = (block_wa + block_wb).mean(axis=1) / t.sd ** 2  # NaN unless both sides have replicates
+        only_a = (count_a[ids] - count_ab[ids]).astype(int)
+        only_b = (count_b[ids] - count_ab[ids]).astype(int)
+        notes = np.array([_dropped_note(a_name, b_name, x, y) or (NO_INTERVAL_NOTE if n == 1 else "")
+                          for x, y in zip(only_a, only_b)], dtype=object)
         out.append(pd.DataFrame({
             "row_kind": "pair", "metric": info.name, "comparison": info.comparison, "unit": info.difference_unit,
             "condition_id": ids, "framework_a": a_name, "framework_b": b_name,
             "estimate": est, "ci_low": low, "ci_high": high, "n": n, "mean": est, "median": median,
-            "std": desc.std, "iqr": desc.iqr,
-            "p": stats.signed_rank_p(block), "p_tost": stats.tost_p(block, low_m, high_m),
+            "std": desc.std, "iqr": desc.iqr, "p": t.p, "p_tost": stats.tost_p(block, low_m, high_m),
             "margin_low": margin[0], "margin_high": margin[1],
-            "prob_a_better": stats.prob_a_better(block_a, block_b, higher_is_better=info.higher_is_better),
-            "note": NO_INTERVAL_NOTE if n == 1 else "",
-            # analysis-scale mean/std kept for the seeds-needed hint
-            "_mean_d": desc.mean, "_std_d": desc.std, "_low_m": low_m, "_high_m": high_m,
+            "prob_a_better": share, "prob_low": p_low, "prob_high": p_high,
+            "seeds_only_a": only_a, "seeds_only_b": only_b,
+            "within_share": np.where(np.isfinite(within), np.clip(within, 0, None), np.nan), "note": notes,
+            # analysis-scale facts kept for the family step (decision intervals, seeds-needed hint)
+            "_mean_d": t.mean, "_sd_d": t.sd, "_se_d": t.se, "_low_m": low_m, "_high_m": high_m,
         }))
     return out
 
 
+def _dropped_note(a: str, b: str, only_a: int, only_b: int) -> str:
+    """"dropped from pairing: keras 1 seed(s) without pytorch" — or "" when every seed is paired."""
+    parts = [f"{who} {k} seed(s) without {other}" for who, k, other in ((a, only_a, b), (b, only_b, a)) if k]
+    return "dropped from pairing: " + ", ".join(parts) if parts else ""
+
+
 def effect_phrase(info: MetricInfo, a: str, b: str, estimate: float) -> str:
-    """"pytorch 1.42× faster", "keras +0.8 pp", "keras uses 23 % less" — which side is ahead, by how much."""
+    """"pytorch 1.42× faster", "keras +0.8 pp", "keras uses 23 % less" — which side is ahead, by how
+    much. The side is the sign of the estimate, i.e. the centre of the comparison's interval."""
     if not np.isfinite(estimate):
         return ""
     if info.comparison == "ratio":
+        if estimate == 1:
+            return "no difference"
         a_ahead = estimate > 1 if info.higher_is_better else estimate < 1
         factor = estimate if estimate >= 1 else 1 / estimate
-        if abs(factor - 1) < 0.005:
-            return "no difference"
         leader = a if a_ahead else b
+        digits = 2 if factor >= 1.01 else 3
         if info.kind == "memory":
-            return f"{leader} uses {100 * (1 - 1 / factor):.0f} % less"
+            less = 100 * (1 - 1 / factor)
+            return f"{leader} uses {less:.0f} % less" if less >= 1 else f"{leader} uses {less:.2f} % less"
         if info.kind == "throughput":
-            return f"{leader} {factor:.2f}× more {info.unit}"
-        return f"{leader} {factor:.2f}× {info.better_word}"
+            return f"{leader} {factor:.{digits}f}× more {info.unit}"
+        return f"{leader} {factor:.{digits}f}× {info.better_word}"
     if estimate == 0:
         return "no difference"
     a_ahead = (estimate > 0) == info.higher_is_better
@@ -195,9 +271,30 @@ def effect_phrase(info: MetricInfo, a: str, b: str, estimate: float) -> str:
     return f"{leader} {'higher' if info.higher_is_better else 'lower'} by {abs(estimate):.3g} {info.unit}".rstrip()
 
 
+def epoch_replicates(epochs: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Per cell, from ``epochs.parquet``: the geometric mean of the post-warm-up epoch times
+    (``epoch_value``), their count (``replicates``) and the variance of that mean's log
+    (``within_var`` = s²/k on the log scale; NaN below two replicates). Epoch 0 is the warm-up epoch
+    (reported apart, as in the runs table). None when the table has no usable epoch times."""
+    if epochs is None or not len(epochs) or "epoch_seconds" not in epochs or "epoch" not in epochs:
+        return None
+    e = epochs[["cell_id", "epoch", "epoch_seconds"]]
+    secs = e["epoch_seconds"].to_numpy(dtype=float, na_value=np.nan)
+    keep = (e["epoch"].to_numpy() >= 1) & np.isfinite(secs) & (secs > 0)
+    if not keep.any():
+        return None
+    logs = pd.DataFrame({"cell_id": e["cell_id"].to_numpy()[keep], "log": np.log(secs[keep])})
+    agg = logs.groupby("cell_id", sort=False)["log"].agg(["mean", "var", "count"])
+    return pd.DataFrame({"epoch_value": np.exp(agg["mean"]), "replicates": agg["count"],
+                         "within_var": agg["var"] / agg["count"]}, index=agg.index)
+
+
 def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.DataFrame | None = None,
-              metrics: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """(summary, conditions table, notes) from the ``ok`` rows of runs (and predictions for McNemar)."""
+              metrics: list[str] | None = None, epochs: pd.DataFrame | None = None
+              ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(summary, conditions table, notes) from the ``ok`` rows of runs (and predictions for McNemar,
+    epochs for the within-cell replicates of the epoch time). Notes starting with
+    :data:`WARNING_PREFIX` are warnings the report shows at the top (pairing problems)."""
     notes: list[str] = []
     runs = ok_runs.reset_index(drop=True)
     conditions, cond_codes = conditions_table(runs)
@@ -207,18 +304,34 @@ def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.D
     seeds = runs["seed"].to_numpy(dtype=np.int64)
     metric_names = [m for m in (metrics or METRICS) if m in runs.columns and runs[m].notna().any()]
 
+    metric_values = {m: runs[m].to_numpy(dtype=float, na_value=np.nan) for m in metric_names}
+    within_values: dict[str, np.ndarray] = {}
+    reps = epoch_replicates(epochs) if "median_epoch_seconds" in metric_names else None
+    if reps is not None:
+        cell = reps.reindex(runs["cell_id"].to_numpy())
+        have = np.isfinite(cell["epoch_value"].to_numpy(dtype=float))
+        vals = metric_values["median_epoch_seconds"].copy()
+        vals[have] = cell["epoch_value"].to_numpy(dtype=float)[have]
+        metric_values["median_epoch_seconds"] = vals
+        within_values["median_epoch_seconds"] = cell["within_var"].to_numpy(dtype=float)
+
     # Cells repeated for one (condition, framework, seed) — e.g. two sweeps of the same grid — are
-    # averaged so pairing by seed stays one-to-one.
+    # averaged so pairing by seed stays one-to-one; the report says so at the top.
     key = pd.DataFrame({"c": cond_codes, "f": fw_codes, "s": seeds})
-    if key.duplicated().any():
-        n_dup = int(key.duplicated().sum())
-        notes.append(f"{n_dup} run(s) repeat a (condition, framework, seed) already present; their values are averaged")
-        values = runs[metric_names].astype(float).groupby([cond_codes, fw_codes, seeds]).mean()
+    dup = key.duplicated(keep=False).to_numpy()
+    if dup.any():
+        groups = key[dup].assign(cell=runs["cell_id"].astype(str).to_numpy()[dup]).groupby(["c", "f", "s"])
+        listed = [f"{conditions['condition'].iloc[c]} · {frameworks[f]} · seed {s} ({len(g)} cells: "
+                  f"{', '.join(g['cell'].head(3))}{', …' if len(g) > 3 else ''})" for (c, f, s), g in groups]
+        notes.append(f"{WARNING_PREFIX}{len(listed)} (condition, framework, seed) appear in more than one cell; "
+                     f"their values are averaged so that each seed counts once: " + "; ".join(listed[:5])
+                     + (f"; … {len(listed) - 5} more" if len(listed) > 5 else ""))
+        frame = pd.DataFrame({**metric_values, **{f"_w_{m}": w for m, w in within_values.items()}})
+        values = frame.groupby([cond_codes, fw_codes, seeds]).mean()
         idx = values.index.to_frame(index=False).to_numpy()
         cond_codes, fw_codes, seeds = idx[:, 0].astype(np.int64), idx[:, 1].astype(np.int64), idx[:, 2].astype(np.int64)
         metric_values = {m: values[m].to_numpy(dtype=float) for m in metric_names}
-    else:
-        metric_values = {m: runs[m].to_numpy(dtype=float, na_value=np.nan) for m in metric_names}
+        within_values = {m: values[f"_w_{m}"].to_numpy(dtype=float) for m in within_values}
 
     n_fw = len(frameworks)
     group = cond_codes * n_fw + fw_codes
@@ -228,6 +341,10 @@ def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.D
     pair_key = cond_codes * (seeds.max() - seeds.min() + 1) + (seeds - seeds.min())
     pair_ids, pair_row = np.unique(pair_key, return_inverse=True)
     pair_cond = pair_ids // (seeds.max() - seeds.min() + 1)
+    pair_seed = pair_ids % (seeds.max() - seeds.min() + 1) + seeds.min()
+    present = np.zeros((pair_ids.size, n_fw), dtype=bool)
+    present[pair_row, fw_codes] = True
+    notes += _pairing_warnings(present, pair_cond, pair_seed, frameworks, conditions)
 
     parts: list[pd.DataFrame] = []
     for name in metric_names:
@@ -236,8 +353,13 @@ def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.D
         parts += _framework_rows(info, vals, group, group_cond, group_fw, frameworks, options)
         wide = np.full((pair_ids.size, n_fw), np.nan)
         wide[pair_row, fw_codes] = vals
+        wide_w = None
+        if name in within_values:
+            wide_w = np.full((pair_ids.size, n_fw), np.nan)
+            wide_w[pair_row, fw_codes] = within_values[name]
         for i, j in itertools.combinations(range(n_fw), 2):
-            parts += _pair_rows(info, frameworks[i], frameworks[j], wide[:, i], wide[:, j], pair_cond, options)
+            parts += _pair_rows(info, frameworks[i], frameworks[j], wide[:, i], wide[:, j], pair_cond, options,
+                                None if wide_w is None else wide_w[:, i], None if wide_w is None else wide_w[:, j])
 
     summary = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["row_kind", "metric"])
     summary = _finish_pairs(summary, options)
@@ -250,55 +372,121 @@ def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.D
     return summary, conditions, notes
 
 
+def _seed_list(seeds: np.ndarray) -> str:
+    shown = ", ".join(str(int(s)) for s in seeds[:8])
+    return shown + (f", … ({len(seeds)} in all)" if len(seeds) > 8 else "")
+
+
+def _pairing_warnings(present: np.ndarray, pair_cond: np.ndarray, pair_seed: np.ndarray, frameworks: list[str],
+                      conditions: pd.DataFrame) -> list[str]:
+    """One warning per (condition, framework pair) whose frameworks did not run the same seeds
+    (ok cells): those seeds are dropped from the paired comparisons, and the warning names them."""
+    out = []
+    n_cond = int(pair_cond.max()) + 1 if pair_cond.size else 0
+    for i, j in itertools.combinations(range(len(frameworks)), 2):
+        only_i, only_j = present[:, i] & ~present[:, j], present[:, j] & ~present[:, i]
+        both_any = (np.bincount(pair_cond, present[:, i], n_cond) > 0) & (np.bincount(pair_cond, present[:, j], n_cond) > 0)
+        bad = np.flatnonzero(both_any & (np.bincount(pair_cond, only_i | only_j, n_cond) > 0))
+        for c in bad:
+            rows = pair_cond == c
+            a, b = frameworks[i], frameworks[j]
+            parts = []
+            if (only_i & rows).any():
+                parts.append(f"{a} seed(s) {_seed_list(pair_seed[only_i & rows])} have no {b} partner")
+            if (only_j & rows).any():
+                parts.append(f"{b} seed(s) {_seed_list(pair_seed[only_j & rows])} have no {a} partner")
+            paired = int((present[:, i] & present[:, j] & rows).sum())
+            out.append(f"{WARNING_PREFIX}{conditions['condition'].iloc[c]}, {a} vs {b}: " + "; ".join(parts)
+                       + f" (failed or not run) — dropped from pairing; {paired} paired seed(s) remain")
+    return out
+
+
+def _headline_mask(sub: pd.DataFrame) -> np.ndarray:
+    """Which pair rows are the family: per (condition, pair, question) the first metric of
+    ``PRIMARY[question]`` that has a row there."""
+    metric = sub["metric"].to_numpy(object)
+    rank = np.full(len(sub), np.nan)
+    question = np.full(len(sub), None, dtype=object)
+    for q, names in PRIMARY.items():
+        for r, name in enumerate(names):
+            rank[metric == name] = r
+            question[metric == name] = q
+    keys = pd.DataFrame({"c": sub["condition_id"].to_numpy(), "a": sub["framework_a"].to_numpy(object),
+                         "b": sub["framework_b"].to_numpy(object), "q": question, "r": rank})
+    best = keys.groupby(["c", "a", "b", "q"], dropna=True)["r"].transform("min").to_numpy(float)
+    return np.isfinite(rank) & (rank == best)
+
+
 def _finish_pairs(summary: pd.DataFrame, options: AnalysisOptions) -> pd.DataFrame:
-    if "p" not in summary:
+    """Family step: Holm over the headline rows (difference and TOST), decision and equivalence
+    intervals at the Holm levels, verdicts from those intervals, seeds-needed hints, phrases."""
+    if "_mean_d" not in summary:
         return summary
+    for col in ("p", "p_tost", "_sd_d", "_se_d", "n"):
+        if col not in summary:
+            summary[col] = np.nan
     pair = (summary["row_kind"] == "pair").to_numpy()
-    p_holm = np.full(len(summary), np.nan)
-    p_holm[pair] = stats.holm(summary.loc[pair, "p"].to_numpy(dtype=float))
-    summary["p_holm"] = p_holm
-    family = int(np.isfinite(summary.loc[pair, "p"].to_numpy(dtype=float)).sum())
-    verdicts = np.full(len(summary), "", dtype=object)
-    winners = np.full(len(summary), "", dtype=object)
-    phrases = np.full(len(summary), "", dtype=object)
-    needed = np.full(len(summary), np.nan)
-    sub = summary[pair]
-    if len(sub):
-        positions = np.flatnonzero(pair)
-        hint = np.full(len(sub), np.nan)
-        for metric, idx in sub.groupby("metric").indices.items():  # margins differ per metric
-            rows = sub.iloc[idx]
-            hint[idx] = stats.seeds_needed(rows["_mean_d"].to_numpy(float), rows["_std_d"].to_numpy(float),
-                                           rows["n"].to_numpy(float), low=float(rows["_low_m"].iloc[0]),
-                                           high=float(rows["_high_m"].iloc[0]), alpha=options.alpha,
-                                           family_size=family)
-        est = sub["estimate"].to_numpy(float)
-        ratio = (sub["comparison"] == "ratio").to_numpy()
-        higher = sub["metric"].map(lambda m: METRICS[m].higher_is_better).to_numpy(bool)
-        neutral = np.where(ratio, 1.0, 0.0)
-        a_ahead = (est > neutral) == higher
-        decided = np.isfinite(est) & (est != neutral)
-        a_names = sub["framework_a"].to_numpy(object)
-        b_names = sub["framework_b"].to_numpy(object)
-        words, winner = stats.verdicts(a_names, b_names, a_ahead=np.where(decided, a_ahead, np.nan),
-                                       p_holm=p_holm[pair], p_tost=sub["p_tost"].to_numpy(float), alpha=options.alpha)
-        verdicts[positions] = words
-        winners[positions] = winner
-        needed[positions] = np.where(words == stats.VERDICT_INCONCLUSIVE, hint, np.nan)
-        infos = [METRICS[m] for m in sub["metric"]]
-        phrases[positions] = [effect_phrase(i, a, b, e) for i, a, b, e in zip(infos, a_names, b_names, est)]
-    summary["verdict"] = verdicts
-    summary["winner"] = winners
-    summary["phrase"] = phrases
-    summary["seeds_needed"] = needed
+    for col, fill in (("family", ""), ("verdict", ""), ("winner", ""), ("margin_words", ""), ("phrase", "")):
+        summary[col] = np.full(len(summary), fill, dtype=object)
+    for col in ("family_size", "p_holm", "decision_level", "dec_low", "dec_high", "p_tost_holm", "eq_low", "eq_high",
+                "seeds_needed"):
+        summary[col] = np.nan
+    positions = np.flatnonzero(pair)
+    sub = summary.iloc[positions]
+    if not len(sub):
+        return summary.drop(columns=[c for c in summary.columns if c.startswith("_")])
+    head = _headline_mask(sub)
+    hp = positions[head]
+    h = summary.iloc[hp]
+    summary.iloc[positions, summary.columns.get_loc("family")] = np.where(head, FAMILY_HEADLINE, FAMILY_SECONDARY)
+
+    alpha = options.alpha
+    p = h["p"].to_numpy(float)
+    p_tost = h["p_tost"].to_numpy(float)
+    m = int(np.isfinite(p).sum())
+    level = stats.holm_levels(p, alpha)
+    level_eq = stats.holm_levels(p_tost, alpha)
+    mean, se, n = (h[c].to_numpy(float) for c in ("_mean_d", "_se_d", "n"))
+    dec_low, dec_high = stats.t_interval(mean, se, n - 1, level)
+    eq_low, eq_high = stats.t_interval(mean, se, n - 1, 2 * level_eq)
+    higher = h["metric"].map(lambda x: METRICS[x].higher_is_better).to_numpy(bool)
+    a_ahead = np.where(mean != 0, ((mean > 0) == higher).astype(float), np.nan)
+    words, winner, margin_words = stats.decide(h["framework_a"].to_numpy(object), h["framework_b"].to_numpy(object),
+                                               a_ahead=a_ahead, dec_low=dec_low, dec_high=dec_high, eq_low=eq_low,
+                                               eq_high=eq_high, margin_low=h["_low_m"].to_numpy(float),
+                                               margin_high=h["_high_m"].to_numpy(float), n=n)
+    # Seed planning at the first Holm step (α / family size): conservative, stated in the report.
+    family_for_hint = max(m, len(hp))
+    hint = np.full(len(hp), np.nan)
+    for (lo_m, hi_m), idx in h.groupby(["_low_m", "_high_m"]).indices.items():  # margins differ per metric
+        hint[idx] = stats.seeds_needed(mean[idx], h["_sd_d"].to_numpy(float)[idx], n[idx],
+                                       level=alpha / max(family_for_hint, 1), low=lo_m, high=hi_m)
+    ratio = (h["comparison"] == "ratio").to_numpy()
+    tr = lambda x: np.where(ratio, np.exp(x), x)  # noqa: E731 — analysis scale → shown scale
+    col = summary.columns.get_loc
+    summary.iloc[hp, col("family_size")] = m
+    summary.iloc[hp, col("p_holm")] = stats.holm(p)
+    summary.iloc[hp, col("decision_level")] = level
+    summary.iloc[hp, col("dec_low")], summary.iloc[hp, col("dec_high")] = tr(dec_low), tr(dec_high)
+    summary.iloc[hp, col("p_tost_holm")] = stats.holm(p_tost)
+    summary.iloc[hp, col("eq_low")], summary.iloc[hp, col("eq_high")] = tr(eq_low), tr(eq_high)
+    summary.iloc[hp, col("verdict")] = words
+    summary.iloc[hp, col("winner")] = winner
+    summary.iloc[hp, col("margin_words")] = margin_words
+    summary.iloc[hp, col("seeds_needed")] = np.where(words == stats.VERDICT_INCONCLUSIVE, hint, np.nan)
+    infos = [METRICS[x] for x in sub["metric"]]
+    summary.iloc[positions, col("phrase")] = [effect_phrase(i, a, b, e) for i, a, b, e in zip(
+        infos, sub["framework_a"], sub["framework_b"], sub["estimate"].to_numpy(float))]
     return summary.drop(columns=[c for c in summary.columns if c.startswith("_")])
 
 
 def mcnemar_rows(runs: pd.DataFrame, predictions: pd.DataFrame, options: AnalysisOptions) -> tuple[pd.DataFrame, list[str]]:
-    """Exact McNemar per (condition, seed, framework pair) on the samples both frameworks predicted.
+    """Per (condition, seed, framework pair): how often exactly one framework was right on the samples
+    both predicted. Descriptive only — no test, no verdict (one seed is one training run, and its
+    disagreements mostly measure training variance, not the framework).
 
     The runner promises the same ``sample_index`` set (and labels) for the same seed; when that does
-    not hold the test uses the shared samples and the row's note says what differed.
+    not hold the counts use the shared samples and the row's note says what differed.
     """
     notes: list[str] = []
     cells = runs[["cell_id", "framework", "seed", "condition_id"]].drop_duplicates("cell_id")
@@ -326,20 +514,10 @@ def mcnemar_rows(runs: pd.DataFrame, predictions: pd.DataFrame, options: Analysi
             res = stats.mcnemar(ya, pa_.loc[shared, "y_pred"].to_numpy(), pb_.loc[shared, "y_pred"].to_numpy())
             rows.append({"row_kind": "mcnemar", "metric": "accuracy", "comparison": "difference", "unit": "pp",
                          "condition_id": cond_id, "framework_a": a, "framework_b": b, "seed": int(seed),
-                         "estimate": res.accuracy_difference_pp, "n": res.n, "p": res.p,
-                         "note": "; ".join(note) or f"discordant: {a} only {res.a_only}, {b} only {res.b_only}"})
-    frame = pd.DataFrame(rows)
-    if len(frame):
-        frame["p_holm"] = stats.holm(frame["p"].to_numpy(float))
-        v = []
-        for r in frame.itertuples(index=False):
-            if r.p_holm < options.alpha and r.estimate != 0:
-                v.append(f"{r.framework_a if r.estimate > 0 else r.framework_b} better")
-            else:
-                v.append("no significant difference")
-        frame["verdict"] = v
-        frame["winner"] = [x[: -len(" better")] if x.endswith(" better") else "" for x in v]
-    return frame, notes
+                         "estimate": res.accuracy_difference_pp, "n": res.n,
+                         "disagree_a": res.a_only, "disagree_b": res.b_only,
+                         "note": "; ".join(note) or f"only {a} right: {res.a_only}, only {b} right: {res.b_only}"})
+    return pd.DataFrame(rows), notes
 
 
 def _attach(summary: pd.DataFrame, conditions: pd.DataFrame, options: AnalysisOptions) -> pd.DataFrame:
@@ -352,14 +530,14 @@ def _attach(summary: pd.DataFrame, conditions: pd.DataFrame, options: AnalysisOp
     summary["higher_is_better"] = summary["metric"].map(lambda m: METRICS[m].higher_is_better)
     summary["confidence"] = options.confidence
     summary["n_resamples"] = options.n_resamples
+    text = ("row_kind", "metric", "comparison", "unit", "framework", "framework_a", "framework_b", "family",
+            "verdict", "winner", "margin_words", "phrase", "note")
     for col in SUMMARY_COLUMNS:
         if col not in summary:
-            summary[col] = np.nan if col in ("p", "p_holm", "p_tost", "ci_low", "ci_high", "margin_low", "margin_high",
-                                             "prob_a_better", "seeds_needed", "mean", "median", "std", "iqr",
-                                             "estimate") else None
-    for col in ("framework", "framework_a", "framework_b", "verdict", "winner", "phrase", "note"):
+            summary[col] = None if col in text else np.nan
+    for col in ("framework", "framework_a", "framework_b", "family", "verdict", "winner", "margin_words", "phrase",
+                "note"):
         summary[col] = summary[col].astype(object).where(summary[col].notna(), None)
-    summary["seed"] = summary["seed"].astype("Int64")
-    summary["n"] = summary["n"].astype("Int64")
-    summary["seeds_needed"] = summary["seeds_needed"].astype("Int64")
+    for col in ("seed", "n", "seeds_needed", "family_size", "seeds_only_a", "seeds_only_b", "disagree_a", "disagree_b"):
+        summary[col] = pd.to_numeric(summary[col]).astype("Int64")
     return summary.loc[:, list(SUMMARY_COLUMNS)]

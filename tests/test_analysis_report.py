@@ -51,9 +51,14 @@ def test_first_screen_is_the_verdict_table(built):
     verdict_at = html.index('id="verdict-table"')
     assert verdict_at < html.index('id="metrics"') < html.index('id="parity"')
     table = html[verdict_at: html.index("</table>", verdict_at)]
-    assert "keras vs pytorch" in table and "Median epoch time" in table and "Accuracy" in table
+    assert "keras vs pytorch" in table and "Epoch time" in table and "Accuracy" in table
     assert "pytorch 1.4" in table and "faster" in table  # the planted 0.7× epoch time, in words
-    assert "inconclusive — need more seeds" in table and "run ≈" in table  # 3 paired seeds: a hint
+    # 3 paired seeds are enough for a 1.43× speed difference: a verdict, not a request for more seeds
+    assert "pytorch better (exceeds the margin)" in table
+    assert "inconclusive — ~" in table and "seeds would settle it" in table  # the rest: a seeds hint
+    assert "Images per second" not in table and "Training throughput" not in table  # duplicates are not headline
+    assert "dropped keras: 1" not in table and "(dropped pytorch: 1)" in table  # keras seed 3 failed
+    assert "PAIRING: " in html[:verdict_at] and "pytorch seed(s) 3 have no keras partner" in html[:verdict_at]
 
 
 def test_every_string_from_data_is_escaped_and_nothing_is_fetched(built):

@@ -1,4 +1,4 @@
-"""Statistics on arrays small enough to check by hand (rliable style)."""
+"""Statistics on arrays small enough to check by hand, and cross-checked against scipy."""
 from __future__ import annotations
 
 import math
@@ -25,43 +25,33 @@ def test_describe_rows_are_groups():
     np.testing.assert_allclose(d.std, [math.sqrt(2), 0.0])
 
 
-def test_bootstrap_two_values_percentile_interval_is_the_range():
-    # Resampled means of {0, 1} are 0, ½, 1 (probabilities ¼, ½, ¼): the 95 % percentile interval is [0, 1].
-    low, high = stats.bootstrap_mean_ci([0.0, 1.0], n_resamples=200, random_state=0, method="percentile")
-    assert (low, high) == (0.0, 1.0)
+def test_paired_t_matches_scipy_and_its_interval_matches_its_p():
+    d = np.array([[0.10, 0.12, 0.08], [0.5, -0.4, 0.2], [-1.0, -2.0, -1.5]])
+    t = stats.paired_t(d)
+    for row, p, low, high in zip(d, t.p, t.low, t.high):
+        ref = sps.ttest_1samp(row, 0.0)
+        assert p == pytest.approx(ref.pvalue)
+        ci = ref.confidence_interval(0.95)
+        assert (low, high) == pytest.approx((ci.low, ci.high))
+        assert (p < 0.05) == (low > 0 or high < 0)  # one procedure: the interval and p agree
+    # hand value: mean 0.1, sd 0.02, se 0.02/√3, t(0.975, 2) = 4.303 → half-width 0.0497
+    assert t.high[0] - t.mean[0] == pytest.approx(4.302653 * 0.02 / math.sqrt(3), rel=1e-5)
 
 
-@pytest.mark.parametrize("method", ["BCa", "percentile"])
-def test_bootstrap_matches_scipy_resampling(method):
-    x = np.array([[1.0, 2.0, 3.0, 4.0, 10.0], [0.5, 0.7, 0.9, 0.4, 0.6]])
-    low, high = stats.bootstrap_mean_ci(x, n_resamples=300, random_state=7, method=method)
-    ref = sps.bootstrap((x,), np.mean, axis=-1, vectorized=True, n_resamples=300, method=method,
-                        rng=np.random.default_rng(7))
-    np.testing.assert_allclose(low, ref.confidence_interval.low, rtol=1e-5)  # float32 resampled means
-    np.testing.assert_allclose(high, ref.confidence_interval.high, rtol=1e-5)
-    assert np.all(low < x.mean(axis=1)) and np.all(x.mean(axis=1) < high)
+def test_paired_t_degenerate_cases():
+    one = stats.paired_t([0.3])
+    assert math.isnan(one.p[0]) and math.isnan(one.low[0]) and one.mean[0] == 0.3  # one seed: no interval, no test
+    same = stats.paired_t([0.0, 0.0, 0.0])
+    assert same.p[0] == 1.0 and (same.low[0], same.high[0]) == (0.0, 0.0)  # identical inputs
+    const = stats.paired_t([2 / 60 - 4 / 60, 1 / 60 - 3 / 60, 3 / 60 - 5 / 60])  # equal up to rounding
+    assert const.sd[0] == 0.0 and const.p[0] == 0.0
 
 
-def test_bootstrap_one_seed_has_no_interval_and_constant_has_a_point():
-    low, high = stats.bootstrap_mean_ci([0.8], n_resamples=50)
-    assert math.isnan(low) and math.isnan(high)
-    low, high = stats.bootstrap_mean_ci([2.0, 2.0, 2.0], n_resamples=50)
-    assert (low, high) == (2.0, 2.0)
-
-
-def test_bootstrap_is_reproducible_and_seed_dependent():
-    x = np.arange(8.0) ** 2
-    a = stats.bootstrap_mean_ci(x, n_resamples=200, random_state=1)
-    assert a == stats.bootstrap_mean_ci(x, n_resamples=200, random_state=1)
-    assert a != stats.bootstrap_mean_ci(x, n_resamples=200, random_state=2)
-
-
-def test_signed_rank_exact_p():
-    assert stats.signed_rank_p([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(2 / 32)  # all positive: 2 · 2⁻⁵
-    assert stats.signed_rank_p([0.0, 0.0, 0.0]) == 1.0  # identical inputs
-    assert math.isnan(stats.signed_rank_p([1.0]))  # no test with one pair
-    rows = stats.signed_rank_p(np.array([[1.0, 2.0, 3.0, 4.0, 5.0], [-1.0, -2.0, -3.0, -4.0, -5.0]]))
-    np.testing.assert_allclose(rows, [0.0625, 0.0625])
+def test_t_interval_per_element_levels():
+    low, high = stats.t_interval([0.0, 0.0], [1.0, 1.0], [4, 4], [0.05, 0.0125])
+    assert high[0] == pytest.approx(sps.t.ppf(0.975, 4))
+    assert high[1] == pytest.approx(sps.t.ppf(1 - 0.0125 / 2, 4))
+    assert np.isnan(stats.t_interval(0.0, 1.0, 0, 0.05)[0])  # df 0: no interval
 
 
 def test_tost_hand_cases_and_scipy_cross_check():
@@ -77,12 +67,6 @@ def test_tost_hand_cases_and_scipy_cross_check():
         stats.tost_p(d, 1, -1)
 
 
-def test_prob_a_better_counts_ties_half():
-    a, b = [3.0, 3.0, 3.0, 1.0], [1.0, 2.0, 3.0, 2.0]
-    assert stats.prob_a_better(a, b, higher_is_better=True) == pytest.approx((1 + 1 + 0.5 + 0) / 4)
-    assert stats.prob_a_better(a, b, higher_is_better=False) == pytest.approx((0 + 0 + 0.5 + 1) / 4)
-
-
 def test_holm_hand_example():
     # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → monotone: 0.02, 0.03, 0.06, 0.06
     adjusted = stats.holm([0.01, 0.04, 0.03, 0.005, np.nan])
@@ -91,7 +75,61 @@ def test_holm_hand_example():
     assert stats.holm([0.5, 0.9])[1] == 1.0  # capped
 
 
-def test_mcnemar_exact_binomial():
+def test_holm_levels_reproduce_holm_decisions():
+    # steps: 0.005 < 0.05/4 ✓, 0.01 < 0.05/3 ✓, 0.03 ≥ 0.05/2 ✗ → the rest get the failing step's level
+    p = np.array([0.01, 0.04, 0.03, 0.005, np.nan])
+    levels = stats.holm_levels(p, 0.05)
+    np.testing.assert_allclose(levels[:4], [0.05 / 3, 0.05 / 2, 0.05 / 2, 0.05 / 4])
+    assert math.isnan(levels[4])
+    # Holm's own counter-example to a naive per-step interval: p = (0.03, 0.04), m = 2 rejects nothing,
+    # although 0.04 < α/1 — its level must be α/2, not α.
+    np.testing.assert_allclose(stats.holm_levels([0.03, 0.04], 0.05), [0.025, 0.025])
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        p = rng.uniform(0, 0.1, rng.integers(1, 8))
+        assert np.array_equal(p < stats.holm_levels(p, 0.05), stats.holm(p) < 0.05)
+
+
+def test_seeds_needed_hand_values():
+    # effect = 1 sd at α = 0.05: the t power calculation needs 10 seeds (normal approximation: 7.85)
+    assert stats.seeds_needed(1.0, 1.0, 3, level=0.05, low=-0.1, high=0.1) == 10
+    n = 10
+    ncp = 1.0 * math.sqrt(n)
+    crit = sps.t.ppf(0.975, n - 1)
+    assert sps.nct.sf(crit, n - 1, ncp) > 0.78  # … and 10 seeds really give about 80 % power
+    assert math.isnan(stats.seeds_needed(1.0, float("nan"), 1, level=0.05, low=-0.1, high=0.1))  # spread unknown
+    assert stats.seeds_needed(0.0, 1e6, 5, level=0.05, low=-0.1, high=0.1) == 1001  # hopeless: "> cap"
+    # a mean well inside the margins: the equivalence route is the short one
+    assert stats.seeds_needed(0.0, 0.1, 3, level=0.05, low=-0.5, high=0.5) <= 5
+    # a stricter level (a larger family) needs more seeds
+    assert stats.seeds_needed(1.0, 1.0, 3, level=0.0125, low=-0.1, high=0.1) > 10
+
+
+def test_prob_a_better_counts_ties_half_and_has_an_exact_interval():
+    a, b = [3.0, 3.0, 3.0, 1.0], [1.0, 2.0, 3.0, 2.0]
+    assert stats.prob_a_better(a, b, higher_is_better=True) == pytest.approx((1 + 1 + 0.5 + 0) / 4)
+    assert stats.prob_a_better(a, b, higher_is_better=False) == pytest.approx((0 + 0 + 0.5 + 1) / 4)
+    low, high = stats.proportion_interval(np.array([3 / 4, 1.0]), np.array([4, 3]))
+    ref = sps.binomtest(3, 4).proportion_ci(0.95, method="exact")
+    assert (low[0], high[0]) == pytest.approx((ref.low, ref.high))
+    assert high[1] == 1.0 and low[1] == pytest.approx(0.025 ** (1 / 3))  # 3 of 3: [ (α/2)^(1/n), 1 ]
+
+
+def test_iqm_and_its_bootstrap_interval():
+    x = np.arange(12.0)
+    assert stats.iqm(x) == pytest.approx(sps.trim_mean(x, 0.25))
+    est, low, high = stats.iqm_ci(np.vstack([x, x * 2]), n_resamples=500, random_state=1)
+    np.testing.assert_allclose(est, [5.5, 11.0])
+    assert np.all(low < est) and np.all(est < high)
+    # the weight trick equals resampling and trimming directly (same index draws)
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, 12, (500, 12))
+    direct = np.quantile([sps.trim_mean(x[i], 0.25) for i in idx], [0.025, 0.975])
+    assert (low[0], high[0]) == pytest.approx(tuple(direct))
+    assert np.isnan(stats.iqm_ci(x[:9])[1])  # fewer than 10 seeds: no IQM interval
+
+
+def test_mcnemar_counts():
     y = np.zeros(12, dtype=int)
     pred_a = np.array([0] * 8 + [1] * 2 + [0] * 2)
     pred_b = np.array([1] * 8 + [0] * 2 + [0] * 2)
@@ -99,23 +137,15 @@ def test_mcnemar_exact_binomial():
     assert (res.a_only, res.b_only, res.n) == (8, 2, 12)
     assert res.p == pytest.approx(112 / 1024)  # 2 · (1 + 10 + 45) / 2¹⁰
     assert res.accuracy_difference_pp == pytest.approx(50.0)
-    assert stats.mcnemar(y, y, y).p == 1.0  # no discordant pairs
 
 
-def test_seeds_needed_hand_values():
-    assert stats.min_seeds_for_signed_rank(0.05) == 6  # 2/2⁶ = 0.031 ≤ 0.05 < 2/2⁵
-    assert stats.min_seeds_for_signed_rank(0.05, family_size=10) == 9  # 2/2⁹ ≤ 0.005
-    # effect = 1 sd: ((1.96 + 0.84) · 1)² = 7.85 → 8 (≥ the exact-test minimum 6)
-    assert stats.seeds_needed(1.0, 1.0, 3, low=-0.1, high=0.1, alpha=0.05) == 8
-    assert stats.seeds_needed(1.0, float("nan"), 1, low=-0.1, high=0.1, alpha=0.05) == 6  # spread unknown
-    assert stats.seeds_needed(0.0, 1e6, 5, low=-0.1, high=0.1, alpha=0.05) == 1001  # hopeless: "> cap"
-
-
-def test_verdict_words():
-    kw = dict(alpha=0.05)
-    assert stats.verdict("keras", "pytorch", a_better=True, p_holm=0.2, p_tost=0.01, **kw) == "equivalent"
-    assert stats.verdict("keras", "pytorch", a_better=False, p_holm=0.01, p_tost=0.9, **kw) == "pytorch better"
-    assert stats.verdict("keras", "pytorch", a_better=True, p_holm=0.01, p_tost=0.9, **kw) == "keras better"
-    assert stats.verdict("keras", "pytorch", a_better=True, p_holm=0.2, p_tost=0.9, **kw) == stats.VERDICT_INCONCLUSIVE
-    assert stats.verdict("keras", "pytorch", a_better=None, p_holm=float("nan"), p_tost=float("nan"),
-                         **kw) == stats.VERDICT_INCONCLUSIVE
+def test_decide_follows_the_intervals():
+    kw = dict(margin_low=-1.0, margin_high=1.0, n=[5, 5, 5, 5, 5, 0])
+    words, winner, margin = stats.decide(
+        ["keras"] * 6, ["pytorch"] * 6, a_ahead=[1, 0, 1, 1, 1, np.nan],
+        dec_low=[2.0, -3.0, 0.1, -0.5, -3.0, np.nan], dec_high=[3.0, -0.5, 0.5, 0.4, 3.0, np.nan],
+        eq_low=[2.2, -2.8, 0.2, -0.3, -2.0, np.nan], eq_high=[2.8, -0.7, 0.4, 0.3, 2.0, np.nan], **kw)
+    assert list(words) == ["keras better", "pytorch better", "keras better", "equivalent", "inconclusive",
+                           "no paired seeds"]
+    assert list(winner) == ["keras", "pytorch", "keras", "", "", ""]
+    assert list(margin) == ["exceeds the margin", "", "within the margin", "", "", ""]
