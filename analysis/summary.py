@@ -56,10 +56,17 @@ NO_INTERVAL_NOTE = "no interval (1 seed)"
 
 def conditions_table(ok_runs: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """(one row per distinct condition with ``condition_id`` and a readable ``condition`` label,
-    the condition id of every run row)."""
+    the condition id of every run row). Conditions are numbered in sorted order of their columns
+    (missing values last), as a sorted group-by would number them."""
     cond = ok_runs.loc[:, list(CONDITION_COLUMNS)]
-    codes = cond.groupby(list(CONDITION_COLUMNS), dropna=False, sort=True).ngroup().to_numpy()
-    first = pd.Series(np.arange(len(codes))).groupby(codes).first().to_numpy()
+    if not len(cond):
+        codes = np.zeros(0, dtype=np.int64)
+        first = codes
+    else:
+        per_column = np.stack([pd.factorize(cond[c], sort=True, use_na_sentinel=False)[0] for c in CONDITION_COLUMNS],
+                              axis=1)
+        _, first, codes = np.unique(per_column, axis=0, return_index=True, return_inverse=True)
+        codes = codes.reshape(-1)
     table = cond.iloc[first].reset_index(drop=True)
     table.insert(0, "condition_id", np.arange(len(table)))
     table["condition"] = condition_labels(table)
@@ -82,14 +89,19 @@ def _fmt_value(column: str, value) -> str:
 
 def condition_labels(table: pd.DataFrame) -> list[str]:
     """Labels naming only the columns that vary between conditions ("all runs" when none do)."""
-    varying = [c for c in CONDITION_COLUMNS if c in table and table[c].astype("string").fillna("∅").nunique() > 1]
+    columns = {c: table[c].tolist() for c in CONDITION_COLUMNS if c in table}
+    varying = [c for c, v in columns.items() if len({"∅" if _missing(x) else str(x) for x in v}) > 1]
     if "device_name" in varying and "device_kind" in varying:
         varying.remove("device_kind")  # the name says it
     labels = []
-    for _, row in table.iterrows():
-        parts = [_fmt_value(c, row[c]) for c in varying]
+    for i in range(len(table)):
+        parts = [_fmt_value(c, columns[c][i]) for c in varying]
         labels.append(" · ".join(parts) if parts else "all runs")
     return labels
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def constant_conditions(table: pd.DataFrame) -> list[tuple[str, str]]:
@@ -115,17 +127,37 @@ def _buckets(group_sorted: np.ndarray, values: np.ndarray, *others: np.ndarray
         yield ids[counts == n], values[rows].reshape(-1, n), tuple(o[rows].reshape(-1, n) for o in others)
 
 
-def _buckets(group_sorted: np.ndarray, values: np.ndarray, *others: np.ndarray
-             ) -> Iterator[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]]:
-    """Ragged groups → dense blocks. ``group_sorted`` must be sorted; yields, per distinct group size n,
-    (group ids, values as (groups × n), each of ``others`` reshaped the same way)."""
-    if group_sorted.size == 0:
-        return
-    ids, start, counts = np.unique(group_sorted, return_index=True, return_counts=True)
-    per_row = np.repeat(counts, counts)
-    for n in np.unique(counts):
-        rows = np.flatnonzero(per_row == n)
-        yield ids[counts == n], values[rows].reshape(-1, n), tuple(o[rows].reshape(-1, n) for o in others)
+TEXT_COLUMNS = frozenset({"row_kind", "metric", "comparison", "unit", "framework", "framework_a", "framework_b",
+                          "family", "verdict", "winner", "margin_words", "phrase", "note"})
+
+
+def _part(columns: dict) -> dict[str, np.ndarray]:
+    """A block of summary rows as equal-length column arrays (scalars broadcast). Rows are kept as
+    arrays until the very end: building one DataFrame per block would dominate small analyses."""
+    length = next(len(v) for v in columns.values() if isinstance(v, np.ndarray) and v.ndim)
+    out = {}
+    for k, v in columns.items():
+        if isinstance(v, np.ndarray) and v.ndim:
+            out[k] = v
+        else:
+            out[k] = np.full(length, v, dtype=object if isinstance(v, str) or v is None else float)
+    return out
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Blocks → one set of columns; a column a block lacks is None (text) or NaN there."""
+    keys = list(dict.fromkeys(k for p in parts for k in p))
+    out = {}
+    for k in keys:
+        pieces = []
+        for p in parts:
+            length = len(next(iter(p.values())))
+            pieces.append(p[k] if k in p else np.full(length, None if k in TEXT_COLUMNS else np.nan,
+                                                      dtype=object if k in TEXT_COLUMNS else float))
+        if any(x.dtype == object for x in pieces):
+            pieces = [x.astype(object) for x in pieces]
+        out[k] = np.concatenate(pieces) if pieces else np.array([])
+    return out
 
 
 def _margins(info: MetricInfo, options: AnalysisOptions) -> tuple[float, float]:
@@ -161,7 +193,7 @@ def _framework_rows(info: MetricInfo, values: np.ndarray, groups: np.ndarray, gr
         if info.kind == "quality" and n >= stats.IQM_MIN_SEEDS:
             iqm, iqm_low, iqm_high = stats.iqm_ci(block, confidence=options.confidence,
                                                   n_resamples=options.n_resamples, random_state=options.random_state)
-        out.append(pd.DataFrame({
+        out.append(_part({
             "row_kind": "framework", "metric": info.name, "comparison": "value", "unit": info.unit,
             "condition_id": group_cond[ids], "framework": np.asarray(frameworks, dtype=object)[group_fw[ids]],
             "estimate": est, "ci_low": low, "ci_high": high, "n": n, "mean": d.mean, "median": d.median,
@@ -190,7 +222,7 @@ def _pair_rows(info: MetricInfo, a_name: str, b_name: str, a: np.ndarray, b: np.
     out = []
     unpaired = np.flatnonzero((count_ab == 0) & (count_a > 0) & (count_b > 0))
     if unpaired.size:
-        out.append(pd.DataFrame({
+        out.append(_part({
             "row_kind": "pair", "metric": info.name, "comparison": info.comparison, "unit": info.difference_unit,
             "condition_id": unpaired, "framework_a": a_name, "framework_b": b_name, "n": 0,
             "margin_low": margin[0], "margin_high": margin[1],
@@ -223,7 +255,7 @@ def _pair_rows(info: MetricInfo, a_name: str, b_name: str, a: np.ndarray, b: np.
         only_b = (count_b[ids] - count_ab[ids]).astype(int)
         notes = np.array([_dropped_note(a_name, b_name, x, y) or (NO_INTERVAL_NOTE if n == 1 else "")
                           for x, y in zip(only_a, only_b)], dtype=object)
-        out.append(pd.DataFrame({
+        out.append(_part({
             "row_kind": "pair", "metric": info.name, "comparison": info.comparison, "unit": info.difference_unit,
             "condition_id": ids, "framework_a": a_name, "framework_b": b_name,
             "estimate": est, "ci_low": low, "ci_high": high, "n": n, "mean": est, "median": median,
@@ -361,15 +393,13 @@ def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.D
             parts += _pair_rows(info, frameworks[i], frameworks[j], wide[:, i], wide[:, j], pair_cond, options,
                                 None if wide_w is None else wide_w[:, i], None if wide_w is None else wide_w[:, j])
 
-    summary = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["row_kind", "metric"])
-    summary = _finish_pairs(summary, options)
+    cols = _finish_pairs(_concat(parts), options) if parts else {}
     if predictions is not None and len(predictions):
-        mc, mc_notes = mcnemar_rows(runs.assign(condition_id=run_condition_ids), predictions, options)
+        mc, mc_notes = mcnemar_rows(runs.assign(condition_id=run_condition_ids), predictions)
         notes += mc_notes
-        if len(mc):
-            summary = pd.concat([summary, mc], ignore_index=True)
-    summary = _attach(summary, conditions, options)
-    return summary, conditions, notes
+        if mc:
+            cols = _concat([cols, mc]) if cols else mc
+    return _attach(cols, conditions, options), conditions, notes
 
 
 def _seed_list(seeds: np.ndarray) -> str:
@@ -401,86 +431,82 @@ def _pairing_warnings(present: np.ndarray, pair_cond: np.ndarray, pair_seed: np.
     return out
 
 
-def _headline_mask(sub: pd.DataFrame) -> np.ndarray:
-    """Which pair rows are the family: per (condition, pair, question) the first metric of
-    ``PRIMARY[question]`` that has a row there."""
-    metric = sub["metric"].to_numpy(object)
-    rank = np.full(len(sub), np.nan)
-    question = np.full(len(sub), None, dtype=object)
-    for q, names in PRIMARY.items():
-        for r, name in enumerate(names):
-            rank[metric == name] = r
-            question[metric == name] = q
-    keys = pd.DataFrame({"c": sub["condition_id"].to_numpy(), "a": sub["framework_a"].to_numpy(object),
-                         "b": sub["framework_b"].to_numpy(object), "q": question, "r": rank})
-    best = keys.groupby(["c", "a", "b", "q"], dropna=True)["r"].transform("min").to_numpy(float)
-    return np.isfinite(rank) & (rank == best)
+def _headline_mask(cols: dict[str, np.ndarray]) -> np.ndarray:
+    """Which rows are the family: pair rows whose metric is, per (condition, pair, question), the
+    first metric of ``PRIMARY[question]`` that has a row there."""
+    pair = cols["row_kind"] == "pair"
+    metric = cols["metric"]
+    head = np.zeros(len(metric), dtype=bool)
+    for names in PRIMARY.values():
+        taken: set[tuple] = set()
+        for name in names:  # in order of preference
+            rows = np.flatnonzero(pair & (metric == name))
+            keys = list(zip(cols["condition_id"][rows].tolist(), cols["framework_a"][rows], cols["framework_b"][rows]))
+            free = np.array([k not in taken for k in keys], dtype=bool)
+            head[rows[free]] = True
+            taken.update(keys)
+    return head
 
 
-def _finish_pairs(summary: pd.DataFrame, options: AnalysisOptions) -> pd.DataFrame:
+def _finish_pairs(cols: dict[str, np.ndarray], options: AnalysisOptions) -> dict[str, np.ndarray]:
     """Family step: Holm over the headline rows (difference and TOST), decision and equivalence
     intervals at the Holm levels, verdicts from those intervals, seeds-needed hints, phrases."""
-    if "_mean_d" not in summary:
-        return summary
-    for col in ("p", "p_tost", "_sd_d", "_se_d", "n"):
-        if col not in summary:
-            summary[col] = np.nan
-    pair = (summary["row_kind"] == "pair").to_numpy()
-    for col, fill in (("family", ""), ("verdict", ""), ("winner", ""), ("margin_words", ""), ("phrase", "")):
-        summary[col] = np.full(len(summary), fill, dtype=object)
+    size = len(cols["row_kind"])
+    for col in ("p", "p_tost", "n", "_mean_d", "_sd_d", "_se_d", "_low_m", "_high_m"):
+        cols.setdefault(col, np.full(size, np.nan))
+    pair = cols["row_kind"] == "pair"
+    for col in ("family", "verdict", "winner", "margin_words", "phrase"):
+        cols[col] = np.where(pair, "", None).astype(object)
     for col in ("family_size", "p_holm", "decision_level", "dec_low", "dec_high", "p_tost_holm", "eq_low", "eq_high",
                 "seeds_needed"):
-        summary[col] = np.nan
+        cols[col] = np.full(size, np.nan)
+    head = _headline_mask(cols)
+    cols["family"][pair] = np.where(head[pair], FAMILY_HEADLINE, FAMILY_SECONDARY)
+    hp = np.flatnonzero(head)
+    if hp.size:
+        alpha = options.alpha
+        p, p_tost = cols["p"][hp].astype(float), cols["p_tost"][hp].astype(float)
+        mean, sd, se, n = (cols[c][hp].astype(float) for c in ("_mean_d", "_sd_d", "_se_d", "n"))
+        low_m, high_m = cols["_low_m"][hp].astype(float), cols["_high_m"][hp].astype(float)
+        m = int(np.isfinite(p).sum())
+        level = stats.holm_levels(p, alpha)
+        level_eq = stats.holm_levels(p_tost, alpha)
+        dec_low, dec_high = stats.t_interval(mean, se, n - 1, level)
+        eq_low, eq_high = stats.t_interval(mean, se, n - 1, 2 * level_eq)
+        higher = np.array([METRICS[x].higher_is_better for x in cols["metric"][hp]], dtype=bool)
+        a_ahead = np.where(mean != 0, ((mean > 0) == higher).astype(float), np.nan)
+        words, winner, margin_words = stats.decide(cols["framework_a"][hp], cols["framework_b"][hp], a_ahead=a_ahead,
+                                                   dec_low=dec_low, dec_high=dec_high, eq_low=eq_low, eq_high=eq_high,
+                                                   margin_low=low_m, margin_high=high_m, n=n)
+        # Seed planning at the first Holm step (α / family size): conservative, stated in the report.
+        hint_level = alpha / max(m, hp.size, 1)
+        hint = np.full(hp.size, np.nan)
+        for lo, hi in set(zip(low_m.tolist(), high_m.tolist())):  # margins differ per metric
+            idx = (low_m == lo) & (high_m == hi)
+            hint[idx] = stats.seeds_needed(mean[idx], sd[idx], n[idx], level=hint_level, low=lo, high=hi)
+        ratio = cols["comparison"][hp] == "ratio"
+
+        def shown(x: np.ndarray) -> np.ndarray:  # analysis scale → shown scale
+            return np.where(ratio, np.exp(x), x)
+
+        cols["family_size"][hp] = m
+        cols["p_holm"][hp] = stats.holm(p)
+        cols["decision_level"][hp] = level
+        cols["dec_low"][hp], cols["dec_high"][hp] = shown(dec_low), shown(dec_high)
+        cols["p_tost_holm"][hp] = stats.holm(p_tost)
+        cols["eq_low"][hp], cols["eq_high"][hp] = shown(eq_low), shown(eq_high)
+        cols["verdict"][hp] = words
+        cols["winner"][hp] = winner
+        cols["margin_words"][hp] = margin_words
+        cols["seeds_needed"][hp] = np.where(words == stats.VERDICT_INCONCLUSIVE, hint, np.nan)
     positions = np.flatnonzero(pair)
-    sub = summary.iloc[positions]
-    if not len(sub):
-        return summary.drop(columns=[c for c in summary.columns if c.startswith("_")])
-    head = _headline_mask(sub)
-    hp = positions[head]
-    h = summary.iloc[hp]
-    summary.iloc[positions, summary.columns.get_loc("family")] = np.where(head, FAMILY_HEADLINE, FAMILY_SECONDARY)
-
-    alpha = options.alpha
-    p = h["p"].to_numpy(float)
-    p_tost = h["p_tost"].to_numpy(float)
-    m = int(np.isfinite(p).sum())
-    level = stats.holm_levels(p, alpha)
-    level_eq = stats.holm_levels(p_tost, alpha)
-    mean, se, n = (h[c].to_numpy(float) for c in ("_mean_d", "_se_d", "n"))
-    dec_low, dec_high = stats.t_interval(mean, se, n - 1, level)
-    eq_low, eq_high = stats.t_interval(mean, se, n - 1, 2 * level_eq)
-    higher = h["metric"].map(lambda x: METRICS[x].higher_is_better).to_numpy(bool)
-    a_ahead = np.where(mean != 0, ((mean > 0) == higher).astype(float), np.nan)
-    words, winner, margin_words = stats.decide(h["framework_a"].to_numpy(object), h["framework_b"].to_numpy(object),
-                                               a_ahead=a_ahead, dec_low=dec_low, dec_high=dec_high, eq_low=eq_low,
-                                               eq_high=eq_high, margin_low=h["_low_m"].to_numpy(float),
-                                               margin_high=h["_high_m"].to_numpy(float), n=n)
-    # Seed planning at the first Holm step (α / family size): conservative, stated in the report.
-    family_for_hint = max(m, len(hp))
-    hint = np.full(len(hp), np.nan)
-    for (lo_m, hi_m), idx in h.groupby(["_low_m", "_high_m"]).indices.items():  # margins differ per metric
-        hint[idx] = stats.seeds_needed(mean[idx], h["_sd_d"].to_numpy(float)[idx], n[idx],
-                                       level=alpha / max(family_for_hint, 1), low=lo_m, high=hi_m)
-    ratio = (h["comparison"] == "ratio").to_numpy()
-    tr = lambda x: np.where(ratio, np.exp(x), x)  # noqa: E731 — analysis scale → shown scale
-    col = summary.columns.get_loc
-    summary.iloc[hp, col("family_size")] = m
-    summary.iloc[hp, col("p_holm")] = stats.holm(p)
-    summary.iloc[hp, col("decision_level")] = level
-    summary.iloc[hp, col("dec_low")], summary.iloc[hp, col("dec_high")] = tr(dec_low), tr(dec_high)
-    summary.iloc[hp, col("p_tost_holm")] = stats.holm(p_tost)
-    summary.iloc[hp, col("eq_low")], summary.iloc[hp, col("eq_high")] = tr(eq_low), tr(eq_high)
-    summary.iloc[hp, col("verdict")] = words
-    summary.iloc[hp, col("winner")] = winner
-    summary.iloc[hp, col("margin_words")] = margin_words
-    summary.iloc[hp, col("seeds_needed")] = np.where(words == stats.VERDICT_INCONCLUSIVE, hint, np.nan)
-    infos = [METRICS[x] for x in sub["metric"]]
-    summary.iloc[positions, col("phrase")] = [effect_phrase(i, a, b, e) for i, a, b, e in zip(
-        infos, sub["framework_a"], sub["framework_b"], sub["estimate"].to_numpy(float))]
-    return summary.drop(columns=[c for c in summary.columns if c.startswith("_")])
+    cols["phrase"][positions] = [effect_phrase(METRICS[x], a, b, e) for x, a, b, e in zip(
+        cols["metric"][positions], cols["framework_a"][positions], cols["framework_b"][positions],
+        cols["estimate"][positions].astype(float))]
+    return {k: v for k, v in cols.items() if not k.startswith("_")}
 
 
-def mcnemar_rows(runs: pd.DataFrame, predictions: pd.DataFrame, options: AnalysisOptions) -> tuple[pd.DataFrame, list[str]]:
+def mcnemar_rows(runs: pd.DataFrame, predictions: pd.DataFrame) -> tuple[dict[str, np.ndarray], list[str]]:
     """Per (condition, seed, framework pair): how often exactly one framework was right on the samples
     both predicted. Descriptive only — no test, no verdict (one seed is one training run, and its
     disagreements mostly measure training variance, not the framework).
@@ -517,27 +543,39 @@ def mcnemar_rows(runs: pd.DataFrame, predictions: pd.DataFrame, options: Analysi
                          "estimate": res.accuracy_difference_pp, "n": res.n,
                          "disagree_a": res.a_only, "disagree_b": res.b_only,
                          "note": "; ".join(note) or f"only {a} right: {res.a_only}, only {b} right: {res.b_only}"})
-    return pd.DataFrame(rows), notes
+    if not rows:
+        return {}, notes
+    return _part({k: np.array([r[k] for r in rows], dtype=object if k in TEXT_COLUMNS else float)
+                  for k in rows[0]}), notes
 
 
-def _attach(summary: pd.DataFrame, conditions: pd.DataFrame, options: AnalysisOptions) -> pd.DataFrame:
-    """Condition columns, metric facts and constant columns; the exact column order of SUMMARY_COLUMNS."""
-    if not len(summary):
+def _attach(cols: dict[str, np.ndarray], conditions: pd.DataFrame, options: AnalysisOptions) -> pd.DataFrame:
+    """Condition columns, metric facts and constant columns; one DataFrame in the exact column order
+    of SUMMARY_COLUMNS."""
+    if not cols or not len(cols["row_kind"]):
         return pd.DataFrame({c: pd.Series(dtype=object) for c in SUMMARY_COLUMNS})
-    summary = summary.merge(conditions, on="condition_id", how="left")
-    summary["metric_label"] = summary["metric"].map(lambda m: METRICS[m].label)
-    summary["metric_kind"] = summary["metric"].map(lambda m: METRICS[m].kind)
-    summary["higher_is_better"] = summary["metric"].map(lambda m: METRICS[m].higher_is_better)
-    summary["confidence"] = options.confidence
-    summary["n_resamples"] = options.n_resamples
-    text = ("row_kind", "metric", "comparison", "unit", "framework", "framework_a", "framework_b", "family",
-            "verdict", "winner", "margin_words", "phrase", "note")
-    for col in SUMMARY_COLUMNS:
-        if col not in summary:
-            summary[col] = None if col in text else np.nan
-    for col in ("framework", "framework_a", "framework_b", "family", "verdict", "winner", "margin_words", "phrase",
-                "note"):
-        summary[col] = summary[col].astype(object).where(summary[col].notna(), None)
-    for col in ("seed", "n", "seeds_needed", "family_size", "seeds_only_a", "seeds_only_b", "disagree_a", "disagree_b"):
-        summary[col] = pd.to_numeric(summary[col]).astype("Int64")
-    return summary.loc[:, list(SUMMARY_COLUMNS)]
+    size = len(cols["row_kind"])
+    cond = cols["condition_id"].astype(np.int64)  # conditions_table numbers conditions 0, 1, …
+    for c in ("condition", *CONDITION_COLUMNS):
+        cols[c] = conditions[c].to_numpy()[cond]
+    cols["condition_id"] = cond
+    infos = [METRICS[m] for m in cols["metric"]]
+    cols["metric_label"] = np.array([i.label for i in infos], dtype=object)
+    cols["metric_kind"] = np.array([i.kind for i in infos], dtype=object)
+    cols["higher_is_better"] = np.array([i.higher_is_better for i in infos], dtype=bool)
+    cols["confidence"] = np.full(size, options.confidence)
+    cols["n_resamples"] = np.full(size, options.n_resamples)
+    data = {}
+    for c in SUMMARY_COLUMNS:
+        v = cols.get(c)
+        if v is None:
+            v = np.full(size, None if c in TEXT_COLUMNS else np.nan, dtype=object if c in TEXT_COLUMNS else float)
+        if c in TEXT_COLUMNS:
+            v = np.array([x if isinstance(x, str) else None for x in v], dtype=object)
+            data[c] = pd.Series(v, dtype=object)
+        elif c in ("seed", "n", "seeds_needed", "family_size", "seeds_only_a", "seeds_only_b", "disagree_a",
+                   "disagree_b"):
+            data[c] = pd.array(np.asarray(v, dtype=float), dtype="Float64").astype("Int64")
+        else:
+            data[c] = v
+    return pd.DataFrame(data)

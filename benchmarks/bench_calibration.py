@@ -1,0 +1,197 @@
+"""Calibration of the report's statistics by simulation, through the report's own code path.
+
+Each replication writes a small sweep in the result schema — a runs table (condition columns,
+framework, seed, cell id, status, metrics) and an epochs table (one row per cell × epoch, epoch 0 the
+warm-up) — and runs it through ``analysis.summary.summarize`` with the default options, exactly as
+``python -m analysis`` does after reading the Parquet files. Then it reads the summary the way a
+reader of the report would: a "better" verdict on a headline row, the 95 % interval of a pair row.
+
+Simulated world (keras = A, pytorch = B, one condition unless stated):
+- epoch time: per cell log t = log(base · factor_fw) + seed effect + epoch noise over 4 post-warm-up
+  epochs; the seed and epoch terms are set so that a cell's value varies by ``cv`` across seeds
+  (CV 3 % ⇒ σ_seed² + σ_epoch²/4 = 0.03², σ_epoch = 0.03) — the epochs are the within-cell level;
+- batch-1 latency p50 and peak host RSS: lognormal, CV 3 %, no difference (A/A);
+- accuracy: N(0.90 + effect, sd) per cell (sd 1 pp), independently per framework;
+- secondary metrics (images/s = samples / epoch time, batched throughput, F1 ≈ accuracy) are in the
+  table to check that they stay out of the family.
+
+Printed: family-wise false "better" rate per report (A/A, n = 3, 5, 10, 20; and n = 3 with four
+conditions, i.e. a family of 16), coverage of the 95 % interval of the epoch-time ratio and the
+accuracy difference (planted ×1.20 and +1 pp; n = 3, 5, 10), power for the issue's three cases, and,
+as a contrast outside the report's path, the coverage an interval would have if the epochs were
+counted as independent seeds.
+
+    uv run python benchmarks/bench_calibration.py [--reps 200] [--seed 0]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis.metrics import CONDITION_COLUMNS  # noqa: E402
+from analysis.options import AnalysisOptions  # noqa: E402
+from analysis.summary import summarize  # noqa: E402
+
+FRAMEWORKS = ("keras", "pytorch")
+EPOCHS = 5  # epoch 0 = warm-up, 4 timed epochs after it
+SAMPLES = 2000  # training images per epoch (images/s)
+METRICS = ["accuracy", "f1", "median_epoch_seconds", "images_per_second", "latency_p50_ms",
+           "throughput_images_per_second", "peak_host_rss_mb"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    seeds: int
+    time_factor: float = 1.0  # keras epoch time / pytorch epoch time
+    time_cv: float = 0.03  # across seeds, of a cell's epoch time
+    acc_diff_pp: float = 0.0  # keras − pytorch accuracy
+    acc_sd_pp: float = 1.0  # across seeds, per framework
+    conditions: int = 1
+
+
+def simulate(sc: Scenario, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One sweep's runs and epochs tables (result schema columns the analysis reads)."""
+    n_cells = sc.conditions * len(FRAMEWORKS) * sc.seeds
+    cond = np.repeat(np.arange(sc.conditions), len(FRAMEWORKS) * sc.seeds)
+    fw = np.tile(np.repeat(np.arange(len(FRAMEWORKS)), sc.seeds), sc.conditions)
+    seed = np.tile(np.arange(sc.seeds), sc.conditions * len(FRAMEWORKS))
+    k = EPOCHS - 1
+    sigma_epoch = sc.time_cv
+    sigma_seed = sc.time_cv * math.sqrt(1 - 1 / k)
+    base = np.where(fw == 0, math.log(sc.time_factor), 0.0) + np.log(1.0 + 0.5 * cond)
+    cell_log = base + rng.normal(0, sigma_seed, n_cells)
+    epoch_log = cell_log[:, None] + rng.normal(0, sigma_epoch, (n_cells, k))
+    epoch_s = np.exp(np.concatenate([cell_log[:, None] + math.log(3.0), epoch_log], axis=1))  # warm-up 3× longer
+    median_epoch = np.median(epoch_s[:, 1:], axis=1)
+    acc = 0.90 + np.where(fw == 0, sc.acc_diff_pp / 100, 0.0) + rng.normal(0, sc.acc_sd_pp / 100, n_cells)
+
+    def lognormal(cv: float, scale: float) -> np.ndarray:
+        return scale * np.exp(rng.normal(0, cv, n_cells))
+
+    runs = pd.DataFrame({c: "x" for c in CONDITION_COLUMNS}, index=np.arange(n_cells))
+    runs["epochs"] = EPOCHS
+    runs["batch_size"] = 32 * 2 ** cond
+    cell_id = np.char.add(np.char.add("c", np.arange(n_cells).astype(str)), "")
+    runs = runs.assign(cell_id=cell_id, framework=np.asarray(FRAMEWORKS, dtype=object)[fw], seed=seed, status="ok",
+                       accuracy=acc, f1=acc + rng.normal(0, 0.002, n_cells), median_epoch_seconds=median_epoch,
+                       images_per_second=SAMPLES / median_epoch, latency_p50_ms=lognormal(0.03, 2.0),
+                       throughput_images_per_second=lognormal(0.03, 900.0), peak_host_rss_mb=lognormal(0.03, 1500.0))
+    epochs = pd.DataFrame({"cell_id": np.repeat(cell_id, EPOCHS), "epoch": np.tile(np.arange(EPOCHS), n_cells),
+                           "epoch_seconds": epoch_s.reshape(-1)})
+    return runs, epochs
+
+
+def analyse(sc: Scenario, rng: np.random.Generator, options: AnalysisOptions) -> pd.DataFrame:
+    runs, epochs = simulate(sc, rng)
+    summary, _, _ = summarize(runs, options, None, metrics=METRICS, epochs=epochs)
+    return summary[summary["row_kind"] == "pair"]
+
+
+def _row(pairs: pd.DataFrame, metric: str) -> pd.Series:
+    return pairs[pairs["metric"] == metric].iloc[0]
+
+
+def false_better_rate(n: int, reps: int, rng, options, conditions: int = 1) -> float:
+    hits = 0
+    for _ in range(reps):
+        pairs = analyse(Scenario(n, conditions=conditions), rng, options)
+        head = pairs[pairs["family"] == "headline"]
+        hits += bool(head["verdict"].fillna("").str.endswith(" better").any())
+    return hits / reps
+
+
+def coverage(n: int, reps: int, rng, options, factor: float = 1.2, diff_pp: float = 1.0) -> tuple[float, float]:
+    time_hits = acc_hits = 0
+    for _ in range(reps):
+        pairs = analyse(Scenario(n, time_factor=factor, acc_diff_pp=diff_pp), rng, options)
+        t = _row(pairs, "median_epoch_seconds")
+        a = _row(pairs, "accuracy")
+        time_hits += t.ci_low <= factor <= t.ci_high
+        acc_hits += a.ci_low <= diff_pp <= a.ci_high
+    return time_hits / reps, acc_hits / reps
+
+
+def power(sc: Scenario, metric: str, winner: str, reps: int, rng, options) -> float:
+    hits = 0
+    for _ in range(reps):
+        row = _row(analyse(sc, rng, options), metric)
+        hits += row.verdict == f"{winner} better"
+    return hits / reps
+
+
+def naive_epoch_coverage(n: int, reps: int, rng, factor: float = 1.2, cv: float = 0.03) -> float:
+    """Contrast (not the report's path): a t-interval that counts every post-warm-up epoch as a seed."""
+    from scipy import stats
+
+    hits = 0
+    for _ in range(reps):
+        runs, epochs = simulate(Scenario(n, time_factor=factor, time_cv=cv), rng)
+        e = epochs[epochs["epoch"] >= 1].merge(runs[["cell_id", "framework", "seed"]], on="cell_id")
+        wide = e.pivot_table(index=["seed", "epoch"], columns="framework", values="epoch_seconds")
+        d = np.log(wide["keras"] / wide["pytorch"]).to_numpy()
+        half = stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+        hits += abs(d.mean() - math.log(factor)) <= half
+    return hits / reps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=200, help="replications per cell of the table (≥ 200 for the targets)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    options = AnalysisOptions()
+    reps = args.reps
+    start = time.perf_counter()
+    print(f"bench_calibration: {reps} replications per row, simulated sweeps through analysis.summary.summarize "
+          f"(default options: alpha {options.alpha}, confidence {options.confidence}, margins ±{options.margin_quality_pp} pp "
+          f"/ ±{options.margin_time_ratio:.0%})")
+    rows = []
+
+    def out(what: str, n: int, value: float, target: str, ok: bool) -> None:
+        se = math.sqrt(max(value * (1 - value), 1e-9) / reps)
+        rows.append((what, n, value, se, target, ok))
+        print(f"  {what:<62} n={n:<3} {100 * value:6.1f} %  (± {100 * se:.1f})  target {target:<9} "
+              f"{'ok' if ok else 'MISSED'}", flush=True)
+
+    print("family-wise false 'better' rate per report, A/A (headline family: 4 questions per condition)")
+    for n in (3, 5, 10, 20):
+        r = false_better_rate(n, reps, rng, options)
+        out("A/A, 1 condition (m = 4)", n, r, "≤ 5 %", r <= 0.05)
+    r = false_better_rate(3, reps, rng, options, conditions=4)
+    out("A/A, 4 conditions (m = 16)", 3, r, "≤ 5 %", r <= 0.05)
+    print("coverage of the 95 % interval (planted: epoch time ×1.20 at CV 3 %, accuracy +1 pp at sd 1 pp)")
+    for n in (3, 5, 10):
+        ct, ca = coverage(n, reps, rng, options)
+        out("epoch-time ratio keras/pytorch", n, ct, "93–97 %", 0.93 <= ct <= 0.97)
+        out("accuracy difference keras − pytorch", n, ca, "93–97 %", 0.93 <= ca <= 0.97)
+    print("power (share of reports naming the planted winner on its headline row)")
+    p = power(Scenario(3, time_factor=1.5, time_cv=0.03), "median_epoch_seconds", "pytorch", reps, rng, options)
+    out("epoch time ×1.50, CV 3 %", 3, p, "≥ 95 %", p >= 0.95)
+    p = power(Scenario(10, time_factor=1.1, time_cv=0.03), "median_epoch_seconds", "pytorch", reps, rng, options)
+    out("epoch time ×1.10, CV 3 %", 10, p, "≥ 80 %", p >= 0.80)
+    p = power(Scenario(10, acc_diff_pp=2.0, acc_sd_pp=1.0), "accuracy", "keras", reps, rng, options)
+    out("accuracy +2 pp, seed sd 1 pp", 10, p, "≥ 80 %", p >= 0.80)
+    p = power(Scenario(3, time_factor=1.1, time_cv=0.10), "median_epoch_seconds", "pytorch", reps, rng, options)
+    out("epoch time ×1.10, CV 10 % (no target: what 3 seeds cannot do)", 3, p, "—", True)
+    print("contrast, not the report's path: epochs counted as independent seeds")
+    c = naive_epoch_coverage(3, reps, rng)
+    out("epoch-time ratio, t over seeds × epochs (anti-conservative)", 3, c, "—", True)
+    wall = time.perf_counter() - start
+    missed = [r for r in rows if not r[5]]
+    print(f"wall time {wall:.1f} s for {reps} replications per row; "
+          f"{'all targets met' if not missed else f'{len(missed)} target(s) missed'}")
+    return 0 if not missed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
