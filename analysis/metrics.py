@@ -65,9 +65,9 @@ METRICS: dict[str, MetricInfo] = {m.name: m for m in [
                True, "ratio", question="Infers faster", better_word="faster"),
     MetricInfo("time_to_first_step_seconds", "Time to first training step (build + first step)", "time", "s",
                False, "ratio", better_word="faster"),
-    MetricInfo("peak_host_rss_mb", "Peak host memory (RSS)", "memory", "MB", False, "ratio",
+    MetricInfo("peak_host_rss_mb", "Peak host memory (RSS)", "memory", "MiB", False, "ratio",
                question="Leaner", better_word="leaner"),
-    MetricInfo("peak_device_memory_mb", "Peak device memory", "memory", "MB", False, "ratio",
+    MetricInfo("peak_device_memory_mb", "Peak device memory", "memory", "MiB", False, "ratio",
                question="Leaner", better_word="leaner"),
 ]}
 

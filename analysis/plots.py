@@ -11,14 +11,16 @@ import io
 from typing import Iterable
 
 import matplotlib
+import matplotlib.patches
 import matplotlib.ticker
 
 matplotlib.use("Agg")  # no display, no GUI toolkit import
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.metrics import METRICS, framework_sort_key  # noqa: E402
+from analysis.metrics import CONDITION_COLUMNS, METRICS, framework_sort_key  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 _FIXED = {"keras": "#0072B2", "pytorch": "#D55E00", "keras_jax": "#009E73", "keras_torch": "#CC79A7",
@@ -49,64 +51,196 @@ def to_data_uri(fig) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _uri(fig: Figure | None) -> str | None:
+    return None if fig is None else to_data_uri(fig)
+
+
+def figure_text(uri: str | None) -> str:
+    """The SVG source of a figure made by ``to_data_uri`` ("" for None): its labels are plain text."""
+    if not uri:
+        return ""
+    return base64.b64decode(uri.split(",", 1)[1]).decode("utf-8")
+
+
+def figure_has_text(uri: str | None, needle: str) -> bool:
+    return needle in figure_text(uri)
+
+
 def _wrap(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def forest_plot(pairs: pd.DataFrame, style: dict, max_rows: int = 40) -> str | None:
+class RatioLocator(matplotlib.ticker.Locator):
+    """Ticks for a log ratio axis at readable factors ("0.8×", "1.25×"), never closer together than
+    1/``max_ticks`` of the axis in log space. 1× is always a tick when it is in view. Very narrow
+    ranges (within ±25 %) get evenly spaced linear ticks (0.98, 0.99, 1, …) instead."""
+
+    NICE = (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.33, 0.5, 0.67, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.5, 2.0,
+            3.0, 4.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+
+    def __init__(self, max_ticks: int = 7):
+        self.max_ticks = max_ticks
+
+    def __call__(self):
+        return self.tick_values(*self.axis.get_view_interval())
+
+    def tick_values(self, vmin: float, vmax: float) -> np.ndarray:
+        lo, hi = sorted((float(vmin), float(vmax)))
+        lo = max(lo, 1e-12)
+        hi = max(hi, lo * 1.0001)
+        if hi / lo <= 1.25 * 1.25:
+            linear = matplotlib.ticker.MaxNLocator(nbins=min(self.max_ticks - 1, 5), steps=[1, 2, 2.5, 5, 10])
+            ticks = linear.tick_values(lo, hi)
+            return np.round(ticks[(ticks >= lo) & (ticks <= hi) & (ticks > 0)], 10)
+        gap = np.log(hi / lo) / self.max_ticks
+        cands = [c for c in self.NICE if lo <= c <= hi]
+        if not cands:
+            return np.array([lo, hi])
+        centre = np.sqrt(lo * hi)
+        anchor = 1.0 if lo <= 1.0 <= hi else min(cands, key=lambda c: abs(np.log(c / centre)))
+        kept = [anchor]
+        for direction in (1, -1):
+            last = anchor
+            for c in sorted(cands, reverse=direction < 0):
+                if direction * np.log(c / last) >= gap:
+                    kept.append(c)
+                    last = c
+        return np.array(sorted(kept))
+
+
+def _ratio_axis(ax) -> None:
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(RatioLocator())
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.10g}×"))
+
+
+def forest_figure(pairs: pd.DataFrame, style: dict, max_rows: int = 40) -> Figure | None:
     """Paired differences (pp) and ratios (A/B, log axis) with CIs; the shaded band is the
-    equivalence margin. ``pairs``: summary rows of kind ``pair`` for the metrics to show."""
+    equivalence margin. ``pairs``: summary rows of kind ``pair`` for the metrics to show. The two
+    panels are stacked, each row the same height, so labels keep the full width."""
     if pairs.empty:
         return None
-    panels = [("difference", pairs[pairs["comparison"] == "difference"]),
-              ("ratio", pairs[pairs["comparison"] == "ratio"])]
-    panels = [(k, p.head(max_rows)) for k, p in panels if len(p)]
-    height = max(2.5, 0.28 * max(len(p) for _, p in panels) + 1.2)
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), height), squeeze=False)
-    for ax, (kind, rows) in zip(axes[0], panels):
+    one_pair = pairs[["framework_a", "framework_b"]].drop_duplicates().shape[0] == 1
+    panels = []
+    for kind in ("difference", "ratio"):
+        p = pairs[pairs["comparison"] == kind]
+        if len(p):
+            panels.append((kind, p.head(max_rows), len(p)))
+    heights = [0.26 * len(rows) + 0.9 for _, rows, _ in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9.0, sum(heights) + 0.3), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, (kind, rows, total) in zip(axes[:, 0], panels):
         y = np.arange(len(rows))[::-1]
         labels = []
+        previous_metric = None
         for yi, r in zip(y, rows.itertuples(index=False)):
+            if previous_metric is not None and r.metric != previous_metric:
+                ax.axhline(yi + 0.5, color=GREY, lw=0.5, alpha=0.6)  # between metric groups
+            previous_metric = r.metric
             colour = style.get(r.winner, {}).get("color", GREY) if r.winner else GREY
             has_ci = np.isfinite(r.ci_low) and np.isfinite(r.ci_high)
             if has_ci:
                 ax.plot([r.ci_low, r.ci_high], [yi, yi], color=colour, lw=2, solid_capstyle="butt")
             ax.plot([r.estimate], [yi], marker="o" if has_ci else "x", color=colour, ms=5)
-            labels.append(_wrap(f"{METRICS[r.metric].label.split(' (')[0]} · {r.framework_a} vs {r.framework_b}"
-                                f" · {r.condition}" + ("" if has_ci else " (1 seed)")))
+            who = "" if one_pair else f" · {r.framework_a} vs {r.framework_b}"
+            where = "" if r.condition == "all runs" else f" · {r.condition}"
+            name = METRICS[r.metric].label.split(" (")[0]
+            labels.append(_wrap(f"{name}{who}{where}" + ("" if has_ci else " (1 seed)"), 70))
         lo, hi = rows["margin_low"].min(), rows["margin_high"].max()
+        first = rows.iloc[0]
+        pair_text = f"A = {first.framework_a}, B = {first.framework_b}" if one_pair else "A, B as labelled"
         if kind == "ratio":
-            ax.set_xscale("log")
-            _ratio_ticks(ax, rows)
+            _ratio_axis(ax)
             ax.axvline(1.0, color="black", lw=0.8)
-            ax.set_xlabel("ratio A / B (geometric mean over seeds; < 1: A smaller)")
+            ax.set_xlabel(f"ratio A / B ({pair_text}; geometric mean over seeds; < 1: A smaller)")
         else:
             ax.axvline(0.0, color="black", lw=0.8)
-            ax.set_xlabel("difference A − B (percentage points; log loss: nats)")
+            ax.set_xlabel(f"difference A − B ({pair_text}; percentage points)")
         if np.isfinite(lo) and np.isfinite(hi):
             ax.axvspan(lo, hi, color="#bbbbbb", alpha=0.35, lw=0, label="equivalence margin")
         ax.set_yticks(y, labels)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
         ax.grid(axis="y", alpha=0)
-        ax.legend(loc="lower right", fontsize=7, frameon=False)
+        if total > len(rows):
+            ax.set_title(f"first {len(rows)} of {total} rows; all of them are in the tables", fontsize=8, loc="left")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
     fig.tight_layout()
-    return to_data_uri(fig)
+    return fig
 
 
-def _ratio_ticks(ax, rows: pd.DataFrame) -> None:
-    """Readable ticks on a log ratio axis ("0.8×", "1.25×") instead of powers of ten."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+def forest_plot(pairs: pd.DataFrame, style: dict, max_rows: int = 40) -> str | None:
+    """``forest_figure`` as an inline SVG data URI (None when there is nothing to draw)."""
+    return _uri(forest_figure(pairs, style, max_rows))
 
-    values = pd.concat([rows["ci_low"], rows["ci_high"], rows["estimate"], rows["margin_low"], rows["margin_high"]])
-    values = values[np.isfinite(values) & (values > 0)]
-    lo, hi = (values.min(), values.max()) if len(values) else (0.9, 1.1)
-    candidates = np.array([0.05, 0.1, 0.2, 0.25, 0.33, 0.5, 0.67, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.5, 2, 3, 4, 5,
-                           10, 20])
-    ticks = candidates[(candidates >= lo / 1.05) & (candidates <= hi * 1.05)]
-    if ticks.size < 3:
-        ticks = np.unique(np.round(np.geomspace(lo, hi, 4), 3))
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+
+def _better(metric: str, a: float, b: float) -> int:
+    """+1 when ``a`` is better than ``b`` on ``metric``, −1 when worse, 0 on a tie."""
+    if a == b:
+        return 0
+    return 1 if (a > b) == METRICS[metric].higher_is_better else -1
+
+
+def paired_seed_figure(runs: pd.DataFrame, metrics: list[str], frameworks: list[str], conditions: pd.DataFrame,
+                     style: dict, max_conditions: int = 6) -> Figure | None:
+    """One line per seed joining framework A and B (rows: metrics, columns: conditions). A line takes
+    the colour of the framework that did better on that seed, so "B wins on 5 of 5 seeds" is visible
+    at a glance; the panel title counts it. ``runs`` needs a ``condition_id`` column."""
+    if len(frameworks) < 2 or runs.empty:
+        return None
+    a, b = frameworks[:2]
+    metrics = [m for m in metrics if m in runs and runs[m].notna().any()]
+    conds = conditions[conditions["condition_id"].isin(runs["condition_id"])].head(max_conditions)
+    if not metrics or conds.empty:
+        return None
+    n_cols = len(conds)
+    one = n_cols == 1  # a single condition: the metrics side by side instead of stacked
+    grid = (1, len(metrics)) if one else (len(metrics), n_cols)
+    fig, axes = plt.subplots(*grid, figsize=(3.4 * grid[1] if one else max(2.6 * n_cols, 4.0), 2.8 * grid[0]),
+                             squeeze=False)
+    for i, metric in enumerate(metrics):
+        info = METRICS[metric]
+        scale = 100.0 if info.proportion else 1.0
+        unit = "%" if info.proportion else info.unit
+        for j, cond in enumerate(conds.itertuples(index=False)):
+            ax = axes[0][i] if one else axes[i][j]
+            sub = runs[runs["condition_id"] == cond.condition_id]
+            wide = sub.pivot_table(index="seed", columns="framework", values=metric, aggfunc="mean") * scale
+            if a not in wide or b not in wide or wide[[a, b]].dropna().empty:
+                ax.set_visible(False)
+                continue
+            wide = wide[[a, b]].dropna()
+            wins = {a: 0, b: 0}
+            for _, (va, vb) in wide.iterrows():
+                side = _better(metric, va, vb)
+                colour = style[a]["color"] if side > 0 else style[b]["color"] if side < 0 else GREY
+                if side:
+                    wins[a if side > 0 else b] += 1
+                ax.plot([0, 1], [va, vb], color=colour, lw=1.4, zorder=1)
+            for x, fw in enumerate((a, b)):
+                ax.scatter(np.full(len(wide), x), wide[fw], color=style[fw]["color"], marker=style[fw]["marker"], s=16,
+                           edgecolor="white", linewidth=0.4, zorder=2)
+            ax.set_xticks([0, 1], [a, b])
+            ax.set_xlim(-0.3, 1.3)
+            n = len(wide)
+            ties = n - wins[a] - wins[b]
+            leader = max(wins, key=wins.get)
+            if wins[leader] * 2 > n:
+                tally = f"{leader} {info.better_word} on {wins[leader]} of {n} seeds"
+            else:
+                tally = f"{a} {wins[a]}, {b} {wins[b]}" + (f", tied {ties}" if ties else "") + f" of {n} seeds"
+            head = "" if cond.condition == "all runs" else _wrap(cond.condition, 32) + "\n"
+            ax.set_title(head + tally, fontsize=8)
+            if one or j == 0:
+                ax.set_ylabel(_wrap(info.label.split(" (")[0], 26) + (f" [{unit}]" if unit else ""))
+    fig.tight_layout()
+    return fig
+
+
+def paired_seed_plot(runs: pd.DataFrame, metrics: list[str], frameworks: list[str], conditions: pd.DataFrame,
+                     style: dict, max_conditions: int = 6) -> str | None:
+    """``paired_seed_figure`` as an inline SVG data URI (None when there is nothing to draw)."""
+    return _uri(paired_seed_figure(runs, metrics, frameworks, conditions, style, max_conditions))
 
 
 def seed_strip_plot(runs: pd.DataFrame, metrics: list[str], frameworks: list[str], style: dict) -> str | None:
@@ -145,47 +279,85 @@ def seed_strip_plot(runs: pd.DataFrame, metrics: list[str], frameworks: list[str
     return to_data_uri(fig)
 
 
-def learning_curves(epochs: pd.DataFrame, style: dict) -> str | None:
-    """Mean over seeds per epoch, band = ± 1 standard deviation over seeds (none for one seed)."""
-    if epochs is None or epochs.empty:
+# The range a learning-curve metric can take: the ± 1 sd band is clipped to it.
+_CURVE_RANGE = {"loss": (0.0, np.inf), "accuracy": (0.0, 1.0)}
+
+
+def learning_curves_figure(epochs: pd.DataFrame, style: dict) -> Figure | None:
+    """Mean over seeds per epoch (numbered 1..N), band = ± 1 standard deviation over seeds (none for
+    one seed), clipped to the metric's range (loss ≥ 0, accuracy in [0, 1]). None for a single
+    epoch: a curve needs two points (the final values are in the tables)."""
+    if epochs is None or epochs.empty or epochs["epoch"].nunique() < 2:
         return None
     panels = [("loss", ["train_loss", "val_loss"]), ("accuracy", ["train_accuracy", "val_accuracy"])]
     panels = [(t, [c for c in cols if c in epochs and epochs[c].notna().any()]) for t, cols in panels]
     panels = [(t, cols) for t, cols in panels if cols]
     if not panels:
         return None
+    # Tables written with 0-based epochs are shown 1..N, like the logs.
+    first_epoch = 1 - int(epochs["epoch"].min() == 0)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.0), squeeze=False)
     for ax, (title, cols) in zip(axes[0], panels):
+        low, high = _CURVE_RANGE[title]
         for fw, grp in sorted(epochs.groupby("framework"), key=lambda kv: framework_sort_key(kv[0])):
             for col in cols:
                 agg = grp.groupby("epoch")[col].agg(["mean", "std", "count"])
-                x = agg.index.to_numpy() + 1
+                x = agg.index.to_numpy() + (1 - first_epoch)
                 ls = "-" if col.startswith("train") else "--"
                 ax.plot(x, agg["mean"], ls=ls, color=style[fw]["color"], marker=style[fw]["marker"], ms=3,
                         label=f"{fw} {col.split('_')[0]}")
                 band = agg["std"].fillna(0).to_numpy()
                 if (agg["count"] > 1).any():
-                    ax.fill_between(x, agg["mean"] - band, agg["mean"] + band, color=style[fw]["color"], alpha=0.15,
-                                    lw=0)
+                    ax.fill_between(x, np.clip(agg["mean"] - band, low, high), np.clip(agg["mean"] + band, low, high),
+                                    color=style[fw]["color"], alpha=0.15, lw=0)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(title + " (solid: train, dashed: validation)")
         ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    return to_data_uri(fig)
+    return fig
 
 
-def roc_curves(preds: pd.DataFrame, scores: np.ndarray, style: dict) -> str | None:
+def learning_curves(epochs: pd.DataFrame, style: dict) -> str | None:
+    """``learning_curves_figure`` as an inline SVG data URI (None when there is nothing to draw)."""
+    return _uri(learning_curves_figure(epochs, style))
+
+
+# ROC curves are averaged on this FPR grid: linear over [0, 1] plus log-spaced points near 0, so a
+# zoom into the top-left corner still has resolution.
+_FPR_GRID = np.unique(np.concatenate([np.linspace(0, 1, 201), np.geomspace(1e-4, 0.05, 120)]))
+
+
+def roc_zoom_box(curves: dict[str, np.ndarray], grid: np.ndarray = _FPR_GRID) -> tuple[float, float] | None:
+    """(largest FPR, smallest TPR) of a top-left zoom when every mean curve hugs that corner — all
+    reach TPR 0.9 by FPR 0.1, where full-size curves are indistinguishable — else None."""
+    if not curves:
+        return None
+    at = grid <= 0.1
+    if any(c[at].max() < 0.9 for c in curves.values()):
+        return None
+    # Zoom out to where the slowest curve reaches 0.99 (at least 1 %, at most 20 % FPR)…
+    reach = max(grid[np.argmax(c >= min(0.99, c.max()))] for c in curves.values())
+    x_max = float(np.clip(reach * 1.5, 0.01, 0.2))
+    # …and down to the lowest TPR any curve shows inside that window.
+    y_min = min(float(c[grid <= x_max].min()) for c in curves.values())
+    y_min = float(np.clip(np.floor((y_min - 0.02) * 50) / 50, 0.0, 0.98))
+    return x_max, y_min
+
+
+def roc_curves_figure(preds: pd.DataFrame, scores: np.ndarray, style: dict) -> Figure | None:
     """ROC per framework (binary: positive class; multi-class: micro-averaged one-vs-rest), mean TPR
-    over seeds on a common FPR grid, band ± 1 sd over seeds."""
+    over seeds on a common FPR grid, band ± 1 sd over seeds. When the curves crowd the top-left
+    corner a second panel zooms into it."""
     from sklearn.metrics import roc_curve
 
     if preds.empty or scores is None:
         return None
-    grid = np.linspace(0, 1, 201)
-    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    grid = _FPR_GRID
     k = scores.shape[1]
-    drawn = False
+    curves: dict[str, np.ndarray] = {}
+    bands: dict[str, np.ndarray | None] = {}
+    counts: dict[str, int] = {}
     for fw, grp in sorted(preds.groupby("framework"), key=lambda kv: framework_sort_key(kv[0])):
         tprs = []
         for _, cell in grp.groupby("cell_id"):
@@ -202,23 +374,39 @@ def roc_curves(preds: pd.DataFrame, scores: np.ndarray, style: dict) -> str | No
         if not tprs:
             continue
         tprs = np.array(tprs)
-        mean = tprs.mean(axis=0)
-        ax.plot(grid, mean, color=style[fw]["color"], label=f"{fw} (n={len(tprs)})")
-        if len(tprs) > 1:
-            sd = tprs.std(axis=0, ddof=1)
-            ax.fill_between(grid, np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1), color=style[fw]["color"],
-                            alpha=0.15, lw=0)
-        drawn = True
-    if not drawn:
-        plt.close(fig)
+        curves[fw] = tprs.mean(axis=0)
+        bands[fw] = tprs.std(axis=0, ddof=1) if len(tprs) > 1 else None
+        counts[fw] = len(tprs)
+    if not curves:
         return None
-    ax.plot([0, 1], [0, 1], color=GREY, lw=0.8, ls=":")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title("ROC" + (" (micro-averaged one-vs-rest)" if k > 2 else ""))
-    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    zoom = roc_zoom_box(curves, grid)
+    fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(8.4 if zoom else 4.2, 4.0), squeeze=False)
+    for ax in axes[0]:
+        for fw, mean in curves.items():
+            ax.plot(grid, mean, color=style[fw]["color"], label=f"{fw} (n={counts[fw]})")
+            if bands[fw] is not None:
+                ax.fill_between(grid, np.clip(mean - bands[fw], 0, 1), np.clip(mean + bands[fw], 0, 1),
+                                color=style[fw]["color"], alpha=0.15, lw=0)
+        ax.plot([0, 1], [0, 1], color=GREY, lw=0.8, ls=":")
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+    main = axes[0][0]
+    main.set_title("ROC" + (" (micro-averaged one-vs-rest)" if k > 2 else ""))
+    main.legend(fontsize=7, frameon=False, loc="lower right")
+    if zoom:
+        x_max, y_min = zoom
+        ax = axes[0][1]
+        ax.set_xlim(0, x_max)
+        ax.set_ylim(y_min, 1.0)
+        ax.set_title(f"top-left corner (FPR ≤ {x_max:g}, TPR ≥ {y_min:g})")
+        main.add_patch(matplotlib.patches.Rectangle((0, y_min), x_max, 1 - y_min, fill=False, ec="black", lw=0.8))
     fig.tight_layout()
-    return to_data_uri(fig)
+    return fig
+
+
+def roc_curves(preds: pd.DataFrame, scores: np.ndarray, style: dict) -> str | None:
+    """``roc_curves_figure`` as an inline SVG data URI (None when there is nothing to draw)."""
+    return _uri(roc_curves_figure(preds, scores, style))
 
 
 def confusion_matrices(matrices: dict[str, np.ndarray], classes: list[str]) -> str | None:
@@ -249,42 +437,89 @@ def confusion_matrices(matrices: dict[str, np.ndarray], classes: list[str]) -> s
     return to_data_uri(fig)
 
 
-def scaling_plot(framework_rows: pd.DataFrame, style: dict) -> str | None:
-    """Mean ± CI by batch size; one line per framework and device (line style = device)."""
-    wanted = ["median_epoch_seconds", "images_per_second", "latency_p50_ms", "throughput_images_per_second"]
-    rows = framework_rows[framework_rows["metric"].isin(wanted)]
-    if rows.empty:
+SPEED_METRICS = ("median_epoch_seconds", "images_per_second", "latency_p50_ms", "throughput_images_per_second")
+_LINESTYLES = ["-", "--", ":", "-."]
+
+
+def _varying(rows: pd.DataFrame, columns) -> list[str]:
+    return [c for c in columns if c in rows and rows[c].astype("string").fillna("∅").nunique() > 1]
+
+
+def speed_axis(framework_rows: pd.DataFrame) -> str | None:
+    """The axis the speed figure plots against: ``batch_size`` when it varies, else ``device_label``
+    when the device varies, else None (nothing to plot against: one value is a single dot)."""
+    rows = framework_rows[framework_rows["metric"].isin(SPEED_METRICS)]
+    if "batch_size" in _varying(rows, ["batch_size"]):
+        return "batch_size"
+    if "device_label" in _varying(rows, ["device_label"]):
+        return "device_label"
+    return None
+
+
+def scaling_figure(framework_rows: pd.DataFrame, style: dict) -> Figure | None:
+    """Speed by batch size (log₂ axis) or, when only the device varies, by device: mean over seeds
+    with CI whiskers, one line per framework and per value of every other varying condition
+    (line style). None when neither batch size nor device varies."""
+    rows = framework_rows[framework_rows["metric"].isin(SPEED_METRICS)]
+    x_col = speed_axis(framework_rows)
+    if rows.empty or x_col is None:
         return None
-    metrics = [m for m in wanted if (rows["metric"] == m).any()]
-    devices = sorted(rows["device_label"].unique())
-    styles = ["-", "--", ":", "-."]
+    others = [c for c in _varying(rows, (*CONDITION_COLUMNS, "device_label"))
+              if c not in ("batch_size", "device_kind", "device_name")]
+    if x_col in others:
+        others.remove(x_col)
+
+    def other_label(r) -> str:
+        return " · ".join(str(getattr(r, c)) for c in others)
+
+    rows = rows.assign(_other=[other_label(r) for r in rows.itertuples(index=False)])
+    other_values = sorted(rows["_other"].unique())
+    metrics = [m for m in SPEED_METRICS if (rows["metric"] == m).any()]
+    x_values = sorted(rows[x_col].dropna().unique())
+    series = sorted({(fw, o) for fw, o in zip(rows["framework"], rows["_other"])},
+                    key=lambda t: (framework_sort_key(t[0]), t[1]))
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 3.0), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         sub = rows[rows["metric"] == metric]
-        for (fw, dev), grp in sub.groupby(["framework", "device_label"]):
-            grp = grp.groupby("batch_size")[["estimate", "ci_low", "ci_high"]].mean().sort_index()
-            x = grp.index.to_numpy(dtype=float)
+        for k, (fw, other) in enumerate(series):
+            grp = sub[(sub["framework"] == fw) & (sub["_other"] == other)]
+            if grp.empty:
+                continue
+            grp = grp.groupby(x_col)[["estimate", "ci_low", "ci_high"]].mean().sort_index()
+            if x_col == "batch_size":
+                x = grp.index.to_numpy(dtype=float)
+            else:  # categorical devices, nudged apart so the whiskers do not overlap
+                x = np.array([x_values.index(v) for v in grp.index], dtype=float) + 0.06 * (k - (len(series) - 1) / 2)
             err = np.vstack([grp["estimate"] - grp["ci_low"], grp["ci_high"] - grp["estimate"]])
             err = np.where(np.isfinite(err), err, 0)
             ax.errorbar(x, grp["estimate"], yerr=err, color=style[fw]["color"], marker=style[fw]["marker"], ms=4,
-                        ls=styles[devices.index(dev) % len(styles)], capsize=2,
-                        label=f"{fw} · {dev}" if len(devices) > 1 else fw)
-        sizes = sorted(sub["batch_size"].dropna().unique())
-        if len(sizes) > 1:
+                        ls=_LINESTYLES[other_values.index(other) % len(_LINESTYLES)], capsize=2,
+                        label=f"{fw} · {other}" if other else fw)
+        if x_col == "batch_size":
             ax.set_xscale("log", base=2)
-            ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(sizes))
+            ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(x_values))
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.set_xlabel("batch size")
+            ax.set_xlabel("training batch size")
+        else:
+            ax.set_xticks(range(len(x_values)), [_wrap(str(v), 18) for v in x_values], rotation=15)
+            ax.set_xlim(-0.5, len(x_values) - 0.5)
+            ax.set_xlabel("device")
         info = METRICS[metric]
         ax.set_title(f"{_wrap(info.label.split(' (')[0], 30)} [{info.unit}]")
-    axes[0][0].legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    return to_data_uri(fig)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    return fig
+
+
+def scaling_plot(framework_rows: pd.DataFrame, style: dict) -> str | None:
+    """``scaling_figure`` as an inline SVG data URI (None when there is nothing to draw)."""
+    return _uri(scaling_figure(framework_rows, style))
 
 
 def memory_plot(framework_rows: pd.DataFrame, style: dict) -> str | None:
-    """Peak memory per condition and framework, mean with CI whiskers."""
+    """Peak memory per condition and framework (MiB), mean with CI whiskers."""
     metrics = [m for m in ("peak_host_rss_mb", "peak_device_memory_mb") if (framework_rows["metric"] == m).any()]
     if not metrics:
         return None
@@ -300,8 +535,9 @@ def memory_plot(framework_rows: pd.DataFrame, style: dict) -> str | None:
             err = np.vstack([part["estimate"] - part["ci_low"], part["ci_high"] - part["estimate"]])
             err = np.where(np.isfinite(err), err, 0)
             ax.bar(x, part["estimate"], width, yerr=err, color=style[fw]["color"], label=fw, capsize=2)
-        ax.set_xticks(range(len(conds)), [_wrap(c, 28) for c in conds], rotation=20, ha="right")
-        ax.set_ylabel("MB")
+        ax.set_xticks(range(len(conds)), [_wrap(c, 28) for c in conds], rotation=20 if len(conds) > 1 else 0,
+                      ha="right" if len(conds) > 1 else "center")
+        ax.set_ylabel(METRICS[metric].unit)  # MiB (2**20 bytes), as the runner records it
         ax.set_title(METRICS[metric].label)
         ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()

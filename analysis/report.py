@@ -27,6 +27,8 @@ from analysis.summary import WARNING_PREFIX, conditions_table, constant_conditio
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 MAX_CONDITION_FIGURES = 24  # per-condition figure sets beyond this are left to the tables
+MAX_PAIRED_CONDITIONS = 6  # columns of the per-seed paired figure
+PAIRED_METRICS = ("median_epoch_seconds", "accuracy")  # the headline speed and quality metric, seed by seed
 
 # Developer-experience table of seed notebook 001: fair, brief, qualitative. The measured evidence
 # (lines of code, import time, time to first step) is added per row from this code base and the runs.
@@ -594,10 +596,14 @@ def _condition_figures(results: Results, conditions: pd.DataFrame, cond_codes: n
         runs_c = ok[ok["condition_id"] == cond.condition_id]
         fig = {"id": int(cond.condition_id), "label": cond.condition,
                "strip": plots.seed_strip_plot(runs_c, headline, frameworks, style)}
-        fig["curves"] = plots.learning_curves(epochs[epochs["condition_id"] == cond.condition_id], style) \
-            if epochs is not None else None
+        epochs_c = epochs[epochs["condition_id"] == cond.condition_id] if epochs is not None else None
+        fig["curves"] = plots.learning_curves(epochs_c, style) if epochs is not None else None
+        n_epochs = 0 if epochs_c is None else epochs_c["epoch"].nunique()
+        fig["curves_note"] = ("One epoch per run: a curve needs two (the final values are in the tables)." if n_epochs == 1
+                              else "Not available (no per-epoch rows for this condition).")
         fig["roc"] = plots.roc_curves(preds[preds["condition_id"] == cond.condition_id], results.scores, style) \
             if preds is not None else None
+        fig["roc_zoomed"] = plots.figure_has_text(fig["roc"], "top-left corner")
         matrices, classes = {}, []
         for fw, grp in sorted(runs_c.groupby("framework"), key=lambda kv: framework_sort_key(kv[0])):
             mats = [np.asarray(m) for m in (_json_cell(x) for x in grp.get("confusion_matrix", [])) if m]
@@ -610,6 +616,28 @@ def _condition_figures(results: Results, conditions: pd.DataFrame, cond_codes: n
         fig["per_class"] = _per_class(runs_c)
         out.append(fig)
     return out
+
+
+def _figure_notes(fw_rows: pd.DataFrame, conditions: pd.DataFrame, frameworks: list[str]) -> dict[str, str]:
+    """The sentence shown where a figure is left out because it would show nothing."""
+    from analysis import plots
+
+    notes = {"scaling": "", "paired": ""}
+    if plots.speed_axis(fw_rows) is None and not fw_rows.empty:
+        batch = sorted(fw_rows["batch_size"].dropna().astype(int).unique())
+        device = sorted(fw_rows["device_label"].dropna().astype(str).unique())
+        notes["scaling"] = (f"Every run used one training batch size ({', '.join(map(str, batch)) or '—'}) and one device "
+                            f"({', '.join(device) or '—'}): a line through one point says nothing, so this figure is left out. "
+                            "Sweep batch sizes (+sweep=batch_sizes) or devices (+sweep=devices) to see it.")
+    if len(frameworks) < 2:
+        notes["paired"] = f"Only {', '.join(frameworks)} ran: there is no second framework to pair seeds with."
+    elif len(conditions) > MAX_PAIRED_CONDITIONS:
+        notes["paired"] = (f"Drawn for the first {MAX_PAIRED_CONDITIONS} of {len(conditions)} conditions; "
+                           "the per-condition sections below show every condition.")
+    if len(frameworks) > 2:
+        notes["paired"] = (notes["paired"] + f" Lines join {frameworks[0]} and {frameworks[1]}; "
+                           "the per-condition figures below join every framework.").strip()
+    return notes
 
 
 # --------------------------------------------------------------------------------------------- entry point
@@ -671,6 +699,9 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
         "metric_tables": _metric_tables(summary, conditions),
         "mcnemar": _mcnemar_table(summary),
         "forest": plots.forest_plot(headline, style),
+        "paired": plots.paired_seed_plot(ok.assign(condition_id=cond_codes), list(PAIRED_METRICS), frameworks,
+                                         conditions, style, max_conditions=MAX_PAIRED_CONDITIONS),
+        "figure_notes": _figure_notes(fw_rows, conditions, frameworks),
         "scaling": plots.scaling_plot(fw_rows, style),
         "memory": plots.memory_plot(fw_rows, style),
         "condition_figures": _condition_figures(results, conditions, cond_codes, style),

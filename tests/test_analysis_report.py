@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -84,7 +85,7 @@ def test_sections_present(built):
     html = built[3]
     for needle in ("Learning curves", "ROC curves", "Confusion matrices", "Per-class precision", "McNemar",
                    "Developer experience", "Training loop", "Resolved configuration", "Package versions",
-                   'alt="Forest plot', 'alt="Scaling by batch size', 'alt="Peak memory'):
+                   'alt="Forest plot', 'alt="Per-seed paired values', 'alt="Speed by batch size', 'alt="Peak memory'):
         assert needle in html, needle
     assert html.count("data:image/svg+xml;base64,") >= 8
 
@@ -217,27 +218,239 @@ def test_reads_unconsolidated_fragments(tmp_path):
     assert res.scores is not None and res.scores.shape == (len(res.predictions), 3)
 
 
+# ------------------------------------------------------------------------------------------- figures
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """One condition (one batch size, one device), 3 seeds: the sweep a first run produces."""
+    root = make_sweep(tmp_path_factory.mktemp("single"), seeds=range(3), speed={"keras": 1.0, "pytorch": 0.8})
+    paths = build_report([root], tmp_path_factory.mktemp("single-out"), {"n_resamples": 100, "random_state": 0})
+    return paths, paths["report"].read_text(encoding="utf-8")
+
+
+def _section(html: str, name: str) -> str:
+    start = html.index(f'<section id="{name}">')
+    return html[start: html.index("</section>", start)]
+
+
+def _svg(html: str, alt: str) -> str:
+    """The SVG source of the report's figure with this alt text."""
+    import base64
+    import re
+
+    found = re.search(r'<img src="data:image/svg\+xml;base64,([^"]+)" alt="' + re.escape(alt), html)
+    assert found, f"no figure {alt!r}"
+    return base64.b64decode(found.group(1)).decode("utf-8")
+
+
+def test_ratio_locator_gives_few_readable_ticks():
+    from analysis.plots import RatioLocator
+
+    locator = RatioLocator(max_ticks=7)
+    for lo, hi in [(0.75, 1.35), (0.3, 4.0), (0.05, 20.0), (1.2, 1.6), (0.97, 1.04), (0.999, 1.001)]:
+        ticks = locator.tick_values(lo, hi)
+        assert 2 <= len(ticks) <= 8, (lo, hi, ticks)
+        assert ((ticks >= lo) & (ticks <= hi)).all(), (lo, hi, ticks)
+        assert len({f"{t:.10g}" for t in ticks}) == len(ticks)  # distinct labels
+        if lo <= 1 <= hi:
+            assert 1.0 in ticks
+        if hi / lo > 1.6:  # log-spaced nice factors: no two closer than 1/7 of the axis
+            assert np.diff(np.log(ticks)).min() >= np.log(hi / lo) / 7 - 1e-12, ticks
+    # the crowded case of issue 13: candidates 0.8 … 1.25 used to all be labelled
+    assert len(locator.tick_values(0.78, 1.3)) <= 6
+
+
+def test_forest_plot_ratio_axis_is_readable(built):
+    from analysis.plots import forest_figure, framework_style
+
+    summary = pd.read_parquet(built[2]["summary"])
+    pairs = summary[(summary["row_kind"] == "pair") & summary["metric"].isin(
+        ["median_epoch_seconds", "images_per_second", "accuracy", "latency_p50_ms"])]
+    fig = forest_figure(pairs, framework_style(["keras", "pytorch"]))
+    try:
+        ratio_ax = next(ax for ax in fig.axes if ax.get_xscale() == "log")
+        fig.canvas.draw()
+        lo, hi = ratio_ax.get_xlim()
+        ticks = [t for t in ratio_ax.get_xticks() if lo <= t <= hi]
+        labels = [t.get_text() for t in ratio_ax.get_xticklabels() if t.get_text()]
+        assert 2 <= len(ticks) <= 8 and len(set(labels)) == len(labels), labels
+        assert all(label.endswith("×") for label in labels)
+        boxes = [t.get_window_extent() for t in ratio_ax.get_xticklabels() if t.get_text()]
+        assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:])), labels  # no label on top of another
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_learning_curve_bands_stay_inside_the_metric_range():
+    import matplotlib.pyplot as plt
+
+    from analysis.plots import framework_style, learning_curves, learning_curves_figure
+
+    rows = []
+    for seed, jitter in enumerate([-0.2, 0.0, 0.2]):  # a large spread next to the limits 0 and 1
+        for epoch in range(4):
+            rows.append({"cell_id": f"c{seed}", "framework": "keras", "seed": seed, "epoch": epoch,
+                         "train_loss": max(0.0, 0.05 + jitter), "val_loss": max(0.0, 0.1 + jitter),
+                         "train_accuracy": min(1.0, 0.9 + jitter), "val_accuracy": min(1.0, 0.95 + jitter)})
+    fig = learning_curves_figure(pd.DataFrame(rows), framework_style(["keras"]))
+    try:
+        loss_ax, acc_ax = fig.axes
+        for ax, (low, high) in ((loss_ax, (0.0, np.inf)), (acc_ax, (0.0, 1.0))):
+            bands = [c for c in ax.collections if len(c.get_paths())]
+            assert bands
+            for band in bands:
+                y = np.concatenate([path.vertices[:, 1] for path in band.get_paths()])
+                assert y.min() >= low - 1e-12 and y.max() <= high + 1e-12, (ax.get_title(), y.min(), y.max())
+            x = np.concatenate([line.get_xdata() for line in ax.get_lines()])
+            assert x.min() == 1 and x.max() == 4  # epochs 0..3 in the table are shown as 1..4
+    finally:
+        plt.close(fig)
+    one_epoch = pd.DataFrame(rows)
+    assert learning_curves(one_epoch[one_epoch["epoch"] == 0], framework_style(["keras"])) is None
+
+
+def _roc_inputs(separation: float) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(0)
+    frames, scores = [], []
+    for fw in ("keras", "pytorch"):
+        for seed in range(3):
+            y = rng.integers(0, 2, 400)
+            p1 = 1 / (1 + np.exp(-(separation * (2 * y - 1) + rng.normal(0, 1, y.size))))
+            frames.append(pd.DataFrame({"cell_id": f"{fw}-{seed}", "framework": fw, "y_true": y}))
+            scores.append(np.column_stack([1 - p1, p1]))
+    preds = pd.concat(frames, ignore_index=True)
+    return preds.assign(_row=np.arange(len(preds))), np.vstack(scores)
+
+
+def test_roc_zooms_into_the_top_left_corner_only_when_curves_crowd_it():
+    import matplotlib.pyplot as plt
+
+    from analysis.plots import framework_style, roc_curves_figure
+
+    style = framework_style(["keras", "pytorch"])
+    crowded = roc_curves_figure(*_roc_inputs(separation=4.0), style)  # AUC ≈ 0.999
+    spread = roc_curves_figure(*_roc_inputs(separation=0.7), style)  # AUC ≈ 0.8
+    try:
+        assert len(spread.axes) == 1
+        assert len(crowded.axes) == 2
+        zoom = crowded.axes[1]
+        x_lo, x_hi = zoom.get_xlim()
+        y_lo, y_hi = zoom.get_ylim()
+        assert x_lo == 0 and 0.01 <= x_hi <= 0.2 and 0.5 <= y_lo < 1 and y_hi == 1
+        assert "top-left corner" in zoom.get_title()
+    finally:
+        plt.close(crowded), plt.close(spread)
+
+
+def test_speed_figure_needs_an_axis_that_varies(built, single):
+    from analysis.plots import speed_axis
+
+    multi_html, single_html = built[3], single[1]
+    assert "Every run used one training batch size (64) and one device (cpu Test CPU)" in _section(single_html, "scaling")
+    assert 'alt="Speed by batch size' not in single_html  # no single-dot panels
+    speed = _svg(multi_html, "Speed by batch size")
+    assert "training batch size" in speed and "Median epoch time" in speed
+    rows = pd.DataFrame({"metric": "median_epoch_seconds", "batch_size": [64, 64], "device_label": ["cpu", "cuda A"]})
+    assert speed_axis(rows) == "device_label"
+    assert speed_axis(rows.assign(batch_size=[32, 64])) == "batch_size"
+    assert speed_axis(rows.assign(device_label="cpu")) is None
+
+
+def test_paired_seed_figure_joins_each_seed(built, single):
+    svg = _svg(single[1], "Per-seed paired values")
+    assert "pytorch faster on 3 of 3 seeds" in svg  # the planted 0.8× epoch time, seed by seed
+    assert "Median epoch time [s]" in svg and "Accuracy [%]" in svg
+    multi = _svg(built[3], "Per-seed paired values")
+    assert "batch 32" in multi and "batch 64" in multi  # one column per condition
+
+
+def test_units_and_counts_in_the_report(built, single):
+    html = built[3]
+    assert "Peak host memory (RSS)" in html and "MiB" in _section(html, "metrics")
+    assert "MiB" in _svg(html, "Peak memory") and ">MB<" not in _svg(html, "Peak memory")
+    assert "Epochs 1..N" in html
+    for text in (html, single[1]):
+        assert "across all 0 " not in text and " 0 paired comparison" not in text
+
+
+def test_no_sentence_counts_zero_things(tmp_path):
+    root = make_sweep(tmp_path / "s", seeds=[0], epochs=1)  # one seed: no test has a p-value
+    html = build_report([root], tmp_path / "out", {"n_resamples": 50})["report"].read_text(encoding="utf-8")
+    assert "across all 0" not in html and " 0 paired comparison" not in html
+    assert "none has a p-value here" in html
+    assert "One epoch per run" in html  # a one-point learning curve is replaced by a sentence
+
+
 # ------------------------------------------------------------------------------------------- browser
+
+SCREEN = (1280, 900)
+
+
+def _chromium(args: list[str], profile) -> subprocess.CompletedProcess:
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+             f"--user-data-dir={profile}"]
+    return subprocess.run(flags + args, capture_output=True, text=True, timeout=120)
+
+
+def _screenshot(url: str, png, size: tuple[int, int], profile) -> np.ndarray:
+    from PIL import Image
+
+    done = _chromium([f"--window-size={size[0]},{size[1]}", f"--screenshot={png}", url], profile)
+    assert done.returncode == 0 and png.exists(), done.stderr[-2000:]
+    return np.asarray(Image.open(png).convert("RGB"), dtype=int)
+
+
+def _share_near(pixels: np.ndarray, hex_colour: str, tol: int = 40) -> float:
+    rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return float((np.abs(pixels - rgb).max(axis=2) <= tol).mean())
+
 
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian package `chromium`)")
-def test_report_opens_in_headless_chromium(built, tmp_path):
-    report = built[2]["report"]
-    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run(flags + ["--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    assert 'id="verdict-table"' in dom.stdout and "keras vs pytorch" in dom.stdout
-    assert "&lt;script&gt;" in dom.stdout  # still text after parsing
-    shot = tmp_path / "shot.png"
-    subprocess.run(flags + ["--window-size=1280,900", f"--screenshot={shot}", report.as_uri()], capture_output=True,
-                   timeout=120, check=True)
-    from PIL import Image
+@pytest.mark.parametrize("sweep", ["single", "multi"])
+def test_report_screenshots_in_headless_chromium(sweep, built, single, tmp_path):
+    """The report as a browser shows it, for a one-condition and a 2-batch-size sweep: the DOM has the
+    sections and figures, the first screen is the verdict, the figures are drawn (framework colours
+    on screen). Set KVP_SCREENSHOT_DIR to keep the PNGs."""
+    import os
 
-    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
-    assert pixels.shape == (900, 1280)
-    assert pixels.std() > 10 and (pixels < 128).mean() > 0.005  # text and table rules, not a blank page
+    report = (single[0] if sweep == "single" else built[2])["report"]
+    profile = tmp_path / "profile"
+    dom = _chromium(["--dump-dom", report.as_uri()], profile)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for needle in ('id="verdict-table"', "keras vs pytorch", 'alt="Forest plot', 'alt="Per-seed paired values',
+                   'alt="Learning curves', 'alt="ROC curves', 'alt="Peak memory'):
+        assert needle in dom.stdout, needle
+    assert ('alt="Speed by batch size' in dom.stdout) == (sweep == "multi")
+    if sweep == "multi":
+        assert "&lt;script&gt;" in dom.stdout  # the planted model name is still text after parsing
+
+    keep = os.environ.get("KVP_SCREENSHOT_DIR")
+    out = Path(keep) if keep else tmp_path
+    out.mkdir(parents=True, exist_ok=True)
+    first = _screenshot(report.as_uri(), out / f"{sweep}-first-screen.png", SCREEN, profile)
+    assert first.shape == (SCREEN[1], SCREEN[0], 3)
+    grey = first.mean(axis=2)
+    assert grey.std() > 10 and (grey < 128).mean() > 0.005  # text and table rules, not a blank page
+    assert _share_near(first, "#fff3c4", 8) > 0.001 or _share_near(first, "#dbe9f6", 8) > 0.001  # verdict tags
+
+    html = report.read_text(encoding="utf-8")
+    for section, tall in (("forest", 1600), ("paired", 900)):
+        # The section alone, with the report's own style sheet: headless Chromium's screenshot of a
+        # scrolled page (report.html#forest) is not reliable.
+        page = tmp_path / f"{section}.html"
+        page.write_text(html[: html.index("<body>")] + "<body>" + _section(html, section) + "</section></body></html>",
+                        encoding="utf-8")
+        shot = _screenshot(page.as_uri(), out / f"{sweep}-{section}.png", (SCREEN[0], tall), profile)
+        assert shot.shape == (tall, SCREEN[0], 3)
+        assert (shot.mean(axis=2) < 128).mean() > 0.003, section  # drawn, not an empty box
+        if section == "paired":  # seed lines take the winner's colour: pytorch is faster on every seed
+            assert _share_near(shot, "#D55E00") > 0.0003, section
+        else:  # the equivalence margin: a wide light-grey band
+            assert _share_near(shot, "#e6e6e6", 6) > 0.005, section
 
 
 def test_summary_is_plain_parquet(built):
