@@ -322,11 +322,18 @@ def epoch_replicates(epochs: pd.DataFrame | None) -> pd.DataFrame | None:
 
 
 def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.DataFrame | None = None,
-              metrics: list[str] | None = None, epochs: pd.DataFrame | None = None
-              ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+              metrics: list[str] | None = None, epochs: pd.DataFrame | None = None, *,
+              family_by: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(summary, conditions table, notes) from the ``ok`` rows of runs (and predictions for McNemar,
     epochs for the within-cell replicates of the epoch time). Notes starting with
-    :data:`WARNING_PREFIX` are warnings the report shows at the top (pairing problems)."""
+    :data:`WARNING_PREFIX` are warnings the report shows at the top (pairing problems).
+
+    The report's multiplicity family is all its headline rows. ``family_by`` (a condition column)
+    splits it into one family per value of that column instead — as if each value were its own
+    report; ``benchmarks/bench_calibration.py`` uses it to analyse hundreds of simulated reports in
+    one call. Everything else is computed per condition and is unaffected."""
+    if family_by is not None and family_by not in CONDITION_COLUMNS:
+        raise ValueError(f"family_by must be a condition column {CONDITION_COLUMNS}, got {family_by!r}")
     notes: list[str] = []
     runs = ok_runs.reset_index(drop=True)
     conditions, cond_codes = conditions_table(runs)
@@ -393,7 +400,9 @@ def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.D
             parts += _pair_rows(info, frameworks[i], frameworks[j], wide[:, i], wide[:, j], pair_cond, options,
                                 None if wide_w is None else wide_w[:, i], None if wide_w is None else wide_w[:, j])
 
-    cols = _finish_pairs(_concat(parts), options) if parts else {}
+    family_of_condition = (pd.factorize(conditions[family_by])[0] if family_by is not None
+                           else np.zeros(len(conditions), dtype=np.int64))
+    cols = _finish_pairs(_concat(parts), options, family_of_condition) if parts else {}
     if predictions is not None and len(predictions):
         mc, mc_notes = mcnemar_rows(runs.assign(condition_id=run_condition_ids), predictions)
         notes += mc_notes
@@ -448,9 +457,11 @@ def _headline_mask(cols: dict[str, np.ndarray]) -> np.ndarray:
     return head
 
 
-def _finish_pairs(cols: dict[str, np.ndarray], options: AnalysisOptions) -> dict[str, np.ndarray]:
-    """Family step: Holm over the headline rows (difference and TOST), decision and equivalence
-    intervals at the Holm levels, verdicts from those intervals, seeds-needed hints, phrases."""
+def _finish_pairs(cols: dict[str, np.ndarray], options: AnalysisOptions,
+                  family_of_condition: np.ndarray) -> dict[str, np.ndarray]:
+    """Family step: Holm over the headline rows (difference and TOST) of each family, decision and
+    equivalence intervals at the Holm levels, verdicts from those intervals, seeds-needed hints,
+    phrases."""
     size = len(cols["row_kind"])
     for col in ("p", "p_tost", "n", "_mean_d", "_sd_d", "_se_d", "_low_m", "_high_m"):
         cols.setdefault(col, np.full(size, np.nan))
@@ -468,9 +479,18 @@ def _finish_pairs(cols: dict[str, np.ndarray], options: AnalysisOptions) -> dict
         p, p_tost = cols["p"][hp].astype(float), cols["p_tost"][hp].astype(float)
         mean, sd, se, n = (cols[c][hp].astype(float) for c in ("_mean_d", "_sd_d", "_se_d", "n"))
         low_m, high_m = cols["_low_m"][hp].astype(float), cols["_high_m"][hp].astype(float)
-        m = int(np.isfinite(p).sum())
-        level = stats.holm_levels(p, alpha)
-        level_eq = stats.holm_levels(p_tost, alpha)
+        family = family_of_condition[cols["condition_id"][hp].astype(np.int64)]
+        m, level, level_eq = np.zeros(hp.size), np.full(hp.size, np.nan), np.full(hp.size, np.nan)
+        p_holm, p_tost_holm, size = np.full(hp.size, np.nan), np.full(hp.size, np.nan), np.zeros(hp.size)
+        order = np.argsort(family, kind="stable")
+        bounds = np.flatnonzero(np.diff(family[order])) + 1
+        for idx in np.split(order, bounds):  # one Holm family per report (or per ``family_by`` value)
+            m[idx] = np.isfinite(p[idx]).sum()
+            size[idx] = idx.size
+            level[idx] = stats.holm_levels(p[idx], alpha)
+            level_eq[idx] = stats.holm_levels(p_tost[idx], alpha)
+            p_holm[idx] = stats.holm(p[idx])
+            p_tost_holm[idx] = stats.holm(p_tost[idx])
         dec_low, dec_high = stats.t_interval(mean, se, n - 1, level)
         eq_low, eq_high = stats.t_interval(mean, se, n - 1, 2 * level_eq)
         higher = np.array([METRICS[x].higher_is_better for x in cols["metric"][hp]], dtype=bool)
@@ -479,21 +499,21 @@ def _finish_pairs(cols: dict[str, np.ndarray], options: AnalysisOptions) -> dict
                                                    dec_low=dec_low, dec_high=dec_high, eq_low=eq_low, eq_high=eq_high,
                                                    margin_low=low_m, margin_high=high_m, n=n)
         # Seed planning at the first Holm step (α / family size): conservative, stated in the report.
-        hint_level = alpha / max(m, hp.size, 1)
+        hint_level = alpha / np.maximum(np.maximum(m, size), 1)
         hint = np.full(hp.size, np.nan)
-        for lo, hi in set(zip(low_m.tolist(), high_m.tolist())):  # margins differ per metric
-            idx = (low_m == lo) & (high_m == hi)
-            hint[idx] = stats.seeds_needed(mean[idx], sd[idx], n[idx], level=hint_level, low=lo, high=hi)
+        for lo, hi, lv in set(zip(low_m.tolist(), high_m.tolist(), hint_level.tolist())):  # margins differ per metric
+            idx = (low_m == lo) & (high_m == hi) & (hint_level == lv)
+            hint[idx] = stats.seeds_needed(mean[idx], sd[idx], n[idx], level=lv, low=lo, high=hi)
         ratio = cols["comparison"][hp] == "ratio"
 
         def shown(x: np.ndarray) -> np.ndarray:  # analysis scale → shown scale
             return np.where(ratio, np.exp(x), x)
 
         cols["family_size"][hp] = m
-        cols["p_holm"][hp] = stats.holm(p)
+        cols["p_holm"][hp] = p_holm
         cols["decision_level"][hp] = level
         cols["dec_low"][hp], cols["dec_high"][hp] = shown(dec_low), shown(dec_high)
-        cols["p_tost_holm"][hp] = stats.holm(p_tost)
+        cols["p_tost_holm"][hp] = p_tost_holm
         cols["eq_low"][hp], cols["eq_high"][hp] = shown(eq_low), shown(eq_high)
         cols["verdict"][hp] = words
         cols["winner"][hp] = winner
@@ -571,8 +591,7 @@ def _attach(cols: dict[str, np.ndarray], conditions: pd.DataFrame, options: Anal
         if v is None:
             v = np.full(size, None if c in TEXT_COLUMNS else np.nan, dtype=object if c in TEXT_COLUMNS else float)
         if c in TEXT_COLUMNS:
-            v = np.array([x if isinstance(x, str) else None for x in v], dtype=object)
-            data[c] = pd.Series(v, dtype=object)
+            data[c] = pd.Series(v, dtype=object)  # missing text is None (``_concat`` fills it so)
         elif c in ("seed", "n", "seeds_needed", "family_size", "seeds_only_a", "seeds_only_b", "disagree_a",
                    "disagree_b"):
             data[c] = pd.array(np.asarray(v, dtype=float), dtype="Float64").astype("Int64")

@@ -6,11 +6,11 @@ columns the analysis reads: condition columns, framework, seed, status) × 10 me
 conditions × 2 frameworks × 10 seeds, with a planted speed difference. ``--layout wide`` makes
 ``--rows`` count runs rows instead (each carrying every metric: 10× the work).
 
-Cost is proportional to (groups × n_resamples): every (metric, condition, framework) and every
-(metric, condition, pair) gets its own bootstrap distribution. Timed: ``analysis.summary.summarize`` — grouping, per-framework bootstrap CIs, paired
-differences/ratios with bootstrap CIs, Wilcoxon, TOST, Holm, verdicts — at the configured
-``n_resamples`` (default 2000, as in conf/report/default.yaml). Not timed: building the input
-frame, and the HTML report (its figures are drawn per condition, not per row).
+Timed: ``analysis.summary.summarize`` — grouping, per-framework t-intervals (IQM bootstrap intervals
+from 10 seeds on, quality metrics only; cost ∝ groups × n_resamples), paired differences/ratios with
+the paired t procedure, TOST, the headline family (Holm, decision intervals, verdicts, seeds hints)
+— at the configured ``n_resamples`` (default 2000, as in conf/report/default.yaml). Not timed:
+building the input frame, and the HTML report (its figures are drawn per condition, not per row).
 
     uv run python benchmarks/bench_analysis.py [--rows 1000000] [--seeds 10] [--frameworks 2] [--metrics …]
 """

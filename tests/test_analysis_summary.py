@@ -217,3 +217,13 @@ def test_options_validation():
     with pytest.raises(AnalysisError, match="confidence"):
         AnalysisOptions.from_mapping({"confidence": 95})
     assert math.isclose(AnalysisOptions().log_ratio_margin, math.log(1.05))
+
+
+def test_two_seeds_get_a_t_interval_not_the_range():
+    from analysis.summary import summarize
+
+    runs = _runs({"keras": [0.80, 0.84], "pytorch": [0.82, 0.83]}, "accuracy")
+    summary, _, _ = summarize(runs, OPTS, metrics=["accuracy"])
+    keras = summary[(summary["row_kind"] == "framework") & (summary["framework"] == "keras")].iloc[0]
+    # mean 0.82 ± t(0.975, 1) · sd/√2 = 0.82 ± 12.71 · 0.02: far wider than [min, max], clipped to [0, 1]
+    assert keras.ci_low == pytest.approx(max(0.0, 0.82 - 12.706 * 0.02), abs=1e-3) and keras.ci_high == 1.0
