@@ -486,10 +486,11 @@ def scaling_figure(framework_rows: pd.DataFrame, style: dict) -> Figure | None:
             if grp.empty:
                 continue
             grp = grp.groupby(x_col)[["estimate", "ci_low", "ci_high"]].mean().sort_index()
+            nudge = k - (len(series) - 1) / 2  # series side by side, so the whiskers do not overlap
             if x_col == "batch_size":
-                x = grp.index.to_numpy(dtype=float)
-            else:  # categorical devices, nudged apart so the whiskers do not overlap
-                x = np.array([x_values.index(v) for v in grp.index], dtype=float) + 0.06 * (k - (len(series) - 1) / 2)
+                x = grp.index.to_numpy(dtype=float) * 2 ** (0.03 * nudge)
+            else:  # categorical devices
+                x = np.array([x_values.index(v) for v in grp.index], dtype=float) + 0.06 * nudge
             err = np.vstack([grp["estimate"] - grp["ci_low"], grp["ci_high"] - grp["estimate"]])
             err = np.where(np.isfinite(err), err, 0)
             ax.errorbar(x, grp["estimate"], yerr=err, color=style[fw]["color"], marker=style[fw]["marker"], ms=4,
@@ -528,7 +529,7 @@ def memory_plot(framework_rows: pd.DataFrame, style: dict) -> str | None:
         sub = framework_rows[framework_rows["metric"] == metric]
         conds = list(dict.fromkeys(sub.sort_values("condition_id")["condition"]))
         fws = sorted(sub["framework"].unique(), key=framework_sort_key)
-        width = 0.8 / len(fws)
+        width = 0.8 / len(fws) if len(conds) > 1 else 0.3  # one condition: two slim bars, not a wall
         for i, fw in enumerate(fws):
             part = sub[sub["framework"] == fw].set_index("condition").reindex(conds)
             x = np.arange(len(conds)) + (i - (len(fws) - 1) / 2) * width
@@ -538,7 +539,9 @@ def memory_plot(framework_rows: pd.DataFrame, style: dict) -> str | None:
         ax.set_xticks(range(len(conds)), [_wrap(c, 28) for c in conds], rotation=20 if len(conds) > 1 else 0,
                       ha="right" if len(conds) > 1 else "center")
         ax.set_ylabel(METRICS[metric].unit)  # MiB (2**20 bytes), as the runner records it
-        ax.set_title(METRICS[metric].label)
+        ax.set_title(f"{METRICS[metric].label} [{METRICS[metric].unit}]")
+        if len(conds) == 1:
+            ax.set_xlim(-0.75, 0.75)
         ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return to_data_uri(fig)
