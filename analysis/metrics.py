@@ -50,6 +50,8 @@ METRICS: dict[str, MetricInfo] = {m.name: m for m in [
     _q("log_loss", "Log loss", proportion=False, higher=False, unit="nats"),
     MetricInfo("median_epoch_seconds", "Epoch time (warm-up epoch excluded)", "time", "s", False,
                "ratio", question="Trains faster", better_word="faster"),
+    MetricInfo("step_seconds", "Training step time (median step per epoch, warm-up epoch excluded)", "time", "s",
+               False, "ratio", better_word="faster"),
     MetricInfo("images_per_second", "Training throughput", "throughput", "images/s", True, "ratio",
                question="Trains faster", better_word="faster"),
     MetricInfo("first_epoch_seconds", "First (warm-up/compile) epoch time", "time", "s", False, "ratio",

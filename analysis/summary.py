@@ -303,21 +303,27 @@ def effect_phrase(info: MetricInfo, a: str, b: str, estimate: float) -> str:
     return f"{leader} {'higher' if info.higher_is_better else 'lower'} by {abs(estimate):.3g} {info.unit}".rstrip()
 
 
-def epoch_replicates(epochs: pd.DataFrame | None) -> pd.DataFrame | None:
-    """Per cell, from ``epochs.parquet``: the geometric mean of the post-warm-up epoch times
-    (``epoch_value``), their count (``replicates``) and the variance of that mean's log
+# Per-epoch columns of epochs.parquet that are within-cell replicates of a runs-table metric:
+# epoch column → summary metric. The epoch time replaces the runs table's median where present; the
+# step time (the median step of each epoch; recorded by newer runners) is a secondary metric.
+EPOCH_REPLICATES: dict[str, str] = {"epoch_seconds": "median_epoch_seconds", "step_seconds_median": "step_seconds"}
+
+
+def epoch_replicates(epochs: pd.DataFrame | None, column: str = "epoch_seconds") -> pd.DataFrame | None:
+    """Per cell, from ``epochs.parquet``: the geometric mean of ``column`` over the post-warm-up
+    epochs (``value``), their count (``replicates``) and the variance of that mean's log
     (``within_var`` = s²/k on the log scale; NaN below two replicates). Epoch 0 is the warm-up epoch
-    (reported apart, as in the runs table). None when the table has no usable epoch times."""
-    if epochs is None or not len(epochs) or "epoch_seconds" not in epochs or "epoch" not in epochs:
+    (reported apart, as in the runs table). None when the table has no usable values."""
+    if epochs is None or not len(epochs) or column not in epochs or "epoch" not in epochs:
         return None
-    e = epochs[["cell_id", "epoch", "epoch_seconds"]]
-    secs = e["epoch_seconds"].to_numpy(dtype=float, na_value=np.nan)
+    e = epochs[["cell_id", "epoch", column]]
+    secs = e[column].to_numpy(dtype=float, na_value=np.nan)
     keep = (e["epoch"].to_numpy() >= 1) & np.isfinite(secs) & (secs > 0)
     if not keep.any():
         return None
     logs = pd.DataFrame({"cell_id": e["cell_id"].to_numpy()[keep], "log": np.log(secs[keep])})
     agg = logs.groupby("cell_id", sort=False)["log"].agg(["mean", "var", "count"])
-    return pd.DataFrame({"epoch_value": np.exp(agg["mean"]), "replicates": agg["count"],
+    return pd.DataFrame({"value": np.exp(agg["mean"]), "replicates": agg["count"],
                          "within_var": agg["var"] / agg["count"]}, index=agg.index)
 
 
@@ -345,14 +351,21 @@ def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.D
 
     metric_values = {m: runs[m].to_numpy(dtype=float, na_value=np.nan) for m in metric_names}
     within_values: dict[str, np.ndarray] = {}
-    reps = epoch_replicates(epochs) if "median_epoch_seconds" in metric_names else None
-    if reps is not None:
+    for column, name in EPOCH_REPLICATES.items():
+        if metrics is not None and name not in metrics:
+            continue
+        reps = epoch_replicates(epochs, column)
+        if reps is None:
+            continue
         cell = reps.reindex(runs["cell_id"].to_numpy())
-        have = np.isfinite(cell["epoch_value"].to_numpy(dtype=float))
-        vals = metric_values["median_epoch_seconds"].copy()
-        vals[have] = cell["epoch_value"].to_numpy(dtype=float)[have]
-        metric_values["median_epoch_seconds"] = vals
-        within_values["median_epoch_seconds"] = cell["within_var"].to_numpy(dtype=float)
+        have = np.isfinite(cell["value"].to_numpy(dtype=float))
+        vals = metric_values[name].copy() if name in metric_values else np.full(len(runs), np.nan)
+        vals[have] = cell["value"].to_numpy(dtype=float)[have]
+        if name not in metric_values:
+            metric_names.append(name)
+        metric_values[name] = vals
+        within_values[name] = cell["within_var"].to_numpy(dtype=float)
+    metric_names = [m for m in METRICS if m in metric_names]  # table order
 
     # Cells repeated for one (condition, framework, seed) — e.g. two sweeps of the same grid — are
     # averaged so pairing by seed stays one-to-one; the report says so at the top.

@@ -151,14 +151,18 @@ def test_epoch_times_are_the_within_cell_second_level():
         base = 2.0 if r.framework == "keras" else 1.0
         for e in range(5):  # epoch 0 is the warm-up: huge, must be ignored
             secs = 50.0 if e == 0 else base * float(np.exp(rng.normal(0, 0.05)))
-            epochs.append({"cell_id": r.cell_id, "epoch": e, "epoch_seconds": secs})
-    summary, _, _ = summarize(runs, OPTS, metrics=["median_epoch_seconds"], epochs=pd.DataFrame(epochs))
+            epochs.append({"cell_id": r.cell_id, "epoch": e, "epoch_seconds": secs, "steps": 10,
+                           "step_seconds_median": secs / 10 * 0.9})
+    summary, _, _ = summarize(runs, OPTS, epochs=pd.DataFrame(epochs))
     row = _pair(summary, "median_epoch_seconds")
     assert row.estimate == pytest.approx(2.0, rel=0.05) and row.verdict == "pytorch better"
     assert row.n == 3  # seeds, not seeds × epochs
     assert 0.2 < row.within_share  # the spread between seeds here is all epoch-to-epoch noise
-    keras = summary[(summary["row_kind"] == "framework") & (summary["framework"] == "keras")].iloc[0]
+    keras = summary[(summary["row_kind"] == "framework") & (summary["framework"] == "keras")
+                    & (summary["metric"] == "median_epoch_seconds")].iloc[0]
     assert keras.estimate == pytest.approx(2.0, rel=0.05)  # framework rows use the same per-cell values
+    step = _pair(summary, "step_seconds")  # per-step medians (when the runner records them): secondary
+    assert step.family == "secondary" and step.estimate == pytest.approx(row.estimate) and step.n == 3
 
 
 def test_all_failed_is_refused_with_the_first_error(tmp_path):
