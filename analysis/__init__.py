@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from analysis.options import AnalysisError, AnalysisOptions
 
-__all__ = ["AnalysisError", "AnalysisOptions", "build_report"]
+__all__ = ["AnalysisError", "AnalysisOptions", "build_report", "plan_seeds"]
 
 
 def build_report(results_dirs: list[Path], out_dir: Path, options: Mapping[str, Any] | None = None) -> dict[str, Path]:
@@ -24,3 +24,19 @@ def build_report(results_dirs: list[Path], out_dir: Path, options: Mapping[str, 
     from analysis.report import build
 
     return build(list(results_dirs), out_dir, dict(options) if options is not None else None)
+
+
+def plan_seeds(results_dirs: list[Path], options: Mapping[str, Any] | None, *, seeds_run: int, max_seeds: int,
+               target: float):
+    """Adaptive seeds: read the sweep's results so far (fragments are fine), analyse them as the report
+    would, and say whether to add seeds (``analysis.planning.SeedDecision``; the rule and why it keeps
+    the error rates are in that module)."""
+    from analysis.load import load_results, require_ok
+    from analysis.planning import decide_more_seeds
+    from analysis.summary import summarize
+
+    opts = AnalysisOptions.from_mapping(options)
+    results = load_results([Path(d) for d in results_dirs])
+    require_ok(results)
+    summary, _, _ = summarize(results.ok_runs.reset_index(drop=True), opts, None, epochs=results.epochs)
+    return decide_more_seeds(summary, seeds_run=seeds_run, max_seeds=max_seeds, target=target)

@@ -150,3 +150,20 @@ def make_sweep(root: str | Path, *, frameworks: Iterable[str] = ("keras", "pytor
     if gate is not None:
         (root / "parity_gate.json").write_text(json.dumps(gate))
     return root
+
+
+def runs_frame(values: dict, metric: str, seeds=None, condition: dict | None = None):
+    """A minimal ok-runs frame (condition columns, framework, seed, one metric) for summarize tests:
+    ``values`` = {framework: per-seed values}; ``seeds`` = {framework: seed ids} (default 0, 1, …)."""
+    import pandas as pd
+
+    from analysis.metrics import CONDITION_COLUMNS
+
+    rows = []
+    for fw, vals in values.items():
+        for i, v in enumerate(vals):
+            seed = seeds[fw][i] if seeds else i
+            row = {c: "x" for c in CONDITION_COLUMNS} | {"epochs": 3, "batch_size": 64} | (condition or {})
+            rows.append(row | {"cell_id": f"{fw}-{seed}-{i}", "framework": fw, "seed": seed, "status": "ok",
+                               metric: float(v)})
+    return pd.DataFrame(rows)

@@ -9,7 +9,7 @@ import pytest
 from analysis.load import load_results, require_ok
 from analysis.options import AnalysisError, AnalysisOptions
 from analysis.summary import SUMMARY_COLUMNS, summarize
-from analysis_support import make_sweep
+from analysis_support import make_sweep, runs_frame as _runs
 
 OPTS = AnalysisOptions(n_resamples=200)
 
@@ -98,21 +98,6 @@ def test_direction_never_contradicts_the_interval():
     row = _pair(summary, "median_epoch_seconds")
     assert row.ci_low < 1 < row.ci_high and row.verdict == "inconclusive" and not row.winner
     assert row.ci_low < row.estimate < row.ci_high and row.dec_low < row.estimate < row.dec_high
-
-
-def _runs(values: dict, metric: str, seeds=None, condition: dict | None = None):
-    import pandas as pd
-
-    from analysis.metrics import CONDITION_COLUMNS
-
-    rows = []
-    for fw, vals in values.items():
-        for i, v in enumerate(vals):
-            seed = seeds[fw][i] if seeds else i
-            row = {c: "x" for c in CONDITION_COLUMNS} | {"epochs": 3, "batch_size": 64} | (condition or {})
-            rows.append(row | {"cell_id": f"{fw}-{seed}-{i}", "framework": fw, "seed": seed, "status": "ok",
-                               metric: float(v)})
-    return pd.DataFrame(rows)
 
 
 def test_unpaired_seeds_are_a_visible_warning_not_a_silent_drop():
