@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from analysis.metrics import CONDITION_COLUMNS
 from analysis.options import AnalysisError
-from runner import results as rr
+from core import results as rr
+from core.gate import GateRecord, GateRecordError
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "runs": ("cell_id", "framework", "seed", "status", "error", *CONDITION_COLUMNS),
@@ -32,7 +33,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 class SweepDir:
     path: Path
     metadata: dict[str, Any]  # kvp.* metadata of runs.parquet (config, environment, parity_gate, …)
-    parity_gate: Any | None  # parity_gate.json, else metadata["parity_gate"], else None
+    parity_gate: GateRecord | None  # parity_gate.json, else metadata["parity_gate"], else None
     parity_gate_source: str  # where it came from ("not run" when None)
     from_fragments: bool = False
 
@@ -103,17 +104,25 @@ def _load_table(root: Path, name: str) -> tuple[pa.Table | None, dict[str, Any],
     return None, {}, False
 
 
-def _read_gate(root: Path, metadata: dict[str, Any], notes: list[str]) -> tuple[Any | None, str]:
+def _read_gate(root: Path, metadata: dict[str, Any], notes: list[str]) -> tuple[GateRecord | None, str]:
+    """The sweep's equivalence-gate record: ``parity_gate.json``, else the ``runs.parquet`` metadata.
+
+    A record of an unknown version (or shape) is refused: ``AnalysisError`` naming the file."""
     path = root / "parity_gate.json"
     if path.is_file():
         try:
-            return json.loads(path.read_text()), str(path)
+            data, source = json.loads(path.read_text()), str(path)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             notes.append(f"{path} could not be read ({exc}); equivalence gate shown as not run")
             return None, "not run"
-    if metadata.get("parity_gate") is not None:
-        return metadata["parity_gate"], f"{root / 'runs.parquet'} metadata"
-    return None, "not run"
+    elif metadata.get("parity_gate") is not None:
+        data, source = metadata["parity_gate"], f"{root / 'runs.parquet'} metadata"
+    else:
+        return None, "not run"
+    try:
+        return GateRecord.from_dict(data), source
+    except GateRecordError as exc:
+        raise AnalysisError(f"{source}: {exc}") from None
 
 
 def _predictions_frame(table: pa.Table, where: str, notes: list[str]) -> tuple[pd.DataFrame, np.ndarray | None]:

@@ -57,7 +57,7 @@ class AnalysisOptions:
 
 def default_options() -> AnalysisOptions:
     """Defaults from ``conf/report/default.yaml`` (the single source of truth), else the dataclass's."""
-    from runner import CONF_DIR
+    from core.paths import CONF_DIR
 
     path = Path(CONF_DIR) / "report" / "default.yaml"
     if not path.is_file():

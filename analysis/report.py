@@ -5,10 +5,10 @@ computed and rendered, so a failure never leaves a half-written report behind.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,6 +24,8 @@ from analysis import stats
 from analysis.metrics import METRICS, PRIMARY, QUESTIONS, framework_sort_key
 from analysis.options import AnalysisError, AnalysisOptions
 from analysis.summary import WARNING_PREFIX, conditions_table, constant_conditions, summarize
+from core.atomic import atomic_path
+from core.gate import GateCheck, GateRecord
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 MAX_CONDITION_FIGURES = 24  # per-condition figure sets beyond this are left to the tables
@@ -340,123 +342,70 @@ def _failed_cells(runs: pd.DataFrame) -> list[dict]:
 
 
 def _gate_views(dirs) -> list[dict]:
-    """One view per gate check. The runner's record is {status, summary, checks: [{model, data, status,
-    tolerance, errors?, comparison: frameworks.parity.compare(...)}]}; other shapes are read tolerantly."""
+    """One view per gate check (``core.gate.GateRecord``); a record without checks is one view."""
     views = []
     for sweep in dirs:
         gate = sweep.parity_gate
-        if isinstance(gate, dict) and isinstance(gate.get("checks"), list):
-            record_notes = [str(gate["summary"])] if gate.get("summary") else []
-            if not gate["checks"]:
-                view = gate_view({k: v for k, v in gate.items() if k != "checks"}, sweep.parity_gate_source,
-                                 str(sweep.path))
-                view["notes"] = view["notes"] or record_notes
-                views.append(view)
-            for check in gate["checks"]:
-                views.append(gate_view(check, sweep.parity_gate_source, str(sweep.path)))
-        elif isinstance(gate, list):
-            views += [gate_view(item, sweep.parity_gate_source, str(sweep.path)) for item in gate]
+        if gate is None or not gate.checks:
+            views.append(_record_view(gate, sweep.parity_gate_source, str(sweep.path)))
         else:
-            views.append(gate_view(gate, sweep.parity_gate_source, str(sweep.path)))
+            views += [gate_view(check, sweep.parity_gate_source, str(sweep.path)) for check in gate.checks]
     return views
 
 
-def _first(d: Mapping, *keys: str) -> Any:
-    for k in keys:
-        if k in d and d[k] is not None:
-            return d[k]
-    return None
+def _empty_gate_view(source: str, directory: str) -> dict:
+    return {"dir": directory, "source": source, "status": "not run", "model": "", "params": [], "pairs": [],
+            "knobs": {"columns": [], "rows": []}, "notes": [], "raw": ""}
+
+
+def _record_view(gate: GateRecord | None, source: str, directory: str) -> dict:
+    """A record with no checks (skipped, not run, or an error before any check)."""
+    view = _empty_gate_view(source, directory)
+    if gate is not None:
+        view.update(status=_status_word(gate.status), notes=[gate.summary] if gate.summary else [],
+                    raw=json.dumps(gate.to_dict(), indent=2, sort_keys=True, default=str))
+    return view
 
 
 def _status_word(value: Any) -> str:
+    """A check's/pair's status for the page: passed, FAILED, ERROR (capitals draw the eye) or as stored."""
     if isinstance(value, bool):
         return "passed" if value else "FAILED"
-    if isinstance(value, str):
-        low = value.lower()
-        if low in ("pass", "passed", "ok", "true", "success"):
-            return "passed"
-        if low in ("fail", "failed", "false"):
-            return "FAILED"
-        if low == "error":
-            return "ERROR"
-        return value
-    return "unknown"
+    return {"passed": "passed", "failed": "FAILED", "error": "ERROR"}.get(str(value), str(value))
 
 
-def _notes(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    if isinstance(value, dict):
-        return [f"{k}: {v}" for k, v in value.items()]
-    return []
-
-
-def gate_view(gate: Any, source: str, directory: str) -> dict:
-    """The equivalence-gate result in a fixed shape for the template, whatever shape it came in."""
-    view = {"dir": directory, "source": source, "status": "not run", "model": "", "params": [], "pairs": [],
-            "knobs": {"columns": [], "rows": []}, "notes": [], "raw": ""}
-    if gate is None:
-        return view
-    view["raw"] = json.dumps(gate, indent=2, sort_keys=True, default=str)
-    if not isinstance(gate, dict):
-        view["status"] = "unknown shape (raw result below)"
-        return view
-    comparison = gate.get("comparison")
-    if isinstance(comparison, dict):  # a runner check wrapping frameworks.parity.compare(...)
-        outer = gate
-        gate = dict(comparison)
-        gate["status"] = outer.get("status", comparison.get("passed"))
-        gate["model"] = " × ".join(str(x) for x in (outer.get("model"), outer.get("data")) if x)
-        gate.setdefault("tolerance", outer.get("tolerance"))
-        gate["notes"] = (_notes(comparison.get("reasons")) + _notes(outer.get("errors"))
-                         + _notes(comparison.get("cannot_match")))
-    elif "errors" in gate:
-        gate = dict(gate, notes=_notes(gate.get("notes")) + _notes(gate.get("errors")))
-    view["status"] = _status_word(_first(gate, "status", "passed", "pass", "ok", "result"))
-    view["model"] = str(_first(gate, "model", "model_name") or "")
-    fws = _first(gate, "param_counts", "frameworks", "params")
-    if isinstance(fws, dict):
-        for fw, info in sorted(fws.items(), key=lambda kv: framework_sort_key(kv[0])):
-            if isinstance(info, dict):
-                view["params"].append({"framework": fw,
-                                       "trainable": _value_text(_first(info, "trainable", "param_count", "params")),
-                                       "total": _value_text(_first(info, "total", "param_count_total") or "—")})
-            else:
-                view["params"].append({"framework": fw, "trainable": _value_text(info), "total": "—"})
-    pairs = _first(gate, "pairs", "comparisons", "pairwise")
-    if isinstance(pairs, dict):
-        pairs = [dict(v, pair=k) if isinstance(v, dict) else {"pair": k, "value": v} for k, v in pairs.items()]
-    tolerance = gate.get("tolerance")
-    if isinstance(pairs, list):
-        for p in pairs:
-            if not isinstance(p, dict):
-                continue
-            names = p.get("frameworks") if isinstance(p.get("frameworks"), list) else None
-            label = p.get("pair") or (" vs ".join(map(str, names)) if names else
-                                      f"{_first(p, 'a', 'framework_a', 'left') or '?'} vs "
-                                      f"{_first(p, 'b', 'framework_b', 'right') or '?'}")
-            step = p.get("step") if isinstance(p.get("step"), dict) else {}
-            view["pairs"].append({
-                "pair": str(label),
-                "max_abs": _value_text(_first(p, "max_abs_delta_logits", "max_abs_diff", "max_abs", "max_abs_delta")),
-                "max_rel": _value_text(_first(p, "max_rel_delta_logits", "max_rel_diff", "max_rel", "max_rel_delta")),
-                "tolerance": _value_text(_first(p, "tolerance", "atol", "tol") or tolerance or "—"),
-                "step": (_status_word(step.get("passed")) + (
-                    f" (max |Δ update| {_value_text(step['max_abs_delta_update_corrected'])})"
-                    if _finite(step.get("max_abs_delta_update_corrected")) else "")) if step else "—",
-                "status": _status_word(_first(p, "passed", "pass", "ok", "status")),
-            })
-    knobs = gate.get("knobs")
-    differing = set(gate.get("knobs_differing") or [])
-    if isinstance(knobs, dict) and knobs and all(isinstance(v, dict) for v in knobs.values()):
+def gate_view(check: GateCheck, source: str, directory: str) -> dict:
+    """One gate check in the fixed shape the template reads."""
+    view = _empty_gate_view(source, directory)
+    view["raw"] = json.dumps(dataclasses.asdict(check), indent=2, sort_keys=True, default=str)
+    view["status"] = _status_word(check.status)
+    view["model"] = " × ".join(str(x) for x in (check.model, check.data) if x)
+    comparison = check.comparison or {}
+    for fw, info in sorted(comparison.get("param_counts", {}).items(), key=lambda kv: framework_sort_key(kv[0])):
+        view["params"].append({"framework": fw, "trainable": _value_text(info.get("trainable")),
+                               "total": _value_text(info.get("total", "—"))})
+    tolerance = comparison.get("tolerance", check.tolerance)
+    for p in comparison.get("pairs", []):
+        step = p.get("step") or {}
+        view["pairs"].append({
+            "pair": f"{p.get('a', '?')} vs {p.get('b', '?')}",
+            "max_abs": _value_text(p.get("max_abs_delta_logits")),
+            "max_rel": _value_text(p.get("max_rel_delta_logits")),
+            "tolerance": _value_text(tolerance if tolerance is not None else "—"),
+            "step": (_status_word(step.get("passed")) + (
+                f" (max |Δ update| {_value_text(step['max_abs_delta_update_corrected'])})"
+                if _finite(step.get("max_abs_delta_update_corrected")) else "")) if step else "—",
+            "status": _status_word(p.get("passed")),
+        })
+    knobs = comparison.get("knobs")
+    differing = set(comparison.get("knobs_differing") or [])
+    if isinstance(knobs, dict) and knobs:
         cols = sorted(knobs, key=framework_sort_key)
         names = sorted({k for v in knobs.values() for k in v})
         view["knobs"] = {"columns": cols,
                          "rows": [{"knob": n, "differs": n in differing,
                                    "cells": [_value_text(knobs[c].get(n, "—")) for c in cols]} for n in names]}
-    view["notes"] = _notes(gate.get("notes")) or _notes(gate.get("summary"))
+    view["notes"] = check.reasons + [str(n) for n in comparison.get("cannot_match", [])]
     return view
 
 
@@ -658,7 +607,7 @@ def _summary_table(summary: pd.DataFrame) -> pa.Table:
 
 def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[str, Any] | AnalysisOptions | None = None,
           *, source_root: str | Path | None = None) -> dict[str, Path]:
-    from runner import PROJECT_ROOT
+    from core.paths import PROJECT_ROOT
 
     opts = options if isinstance(options, AnalysisOptions) else AnalysisOptions.from_mapping(options)
     results = load_results([Path(d) for d in results_dirs])
@@ -722,15 +671,10 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
     except OSError as exc:
         raise AnalysisError(f"{out}: cannot create the output directory ({exc})") from None
     targets = {"summary": out / "summary.parquet", "report": out / "report.html"}
-    temps = {k: p.with_name(f".{p.name}.{os.getpid()}.tmp") for k, p in targets.items()}
     try:
-        pq.write_table(_summary_table(summary), temps["summary"])
-        temps["report"].write_text(html, encoding="utf-8")
-        for k in targets:
-            os.replace(temps[k], targets[k])
+        with atomic_path(targets["summary"]) as summary_tmp, atomic_path(targets["report"]) as report_tmp:
+            pq.write_table(_summary_table(summary), summary_tmp)
+            report_tmp.write_text(html, encoding="utf-8")
     except OSError as exc:
         raise AnalysisError(f"{out}: cannot write the report ({exc})") from None
-    finally:
-        for t in temps.values():
-            t.unlink(missing_ok=True)
     return targets

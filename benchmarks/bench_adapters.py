@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from frameworks import spec as S  # noqa: E402  (framework-free)
+from core import spec as S  # noqa: E402  (framework-free)
 from frameworks.base import Batches, ParitySettings, TrainSettings  # noqa: E402
-from runner.seeding import rng  # noqa: E402
+from core.seeding import rng  # noqa: E402
 
 
 def make_epoch(samples: int, image_size: int, num_classes: int, batch_size: int, seed: int = 0) -> Batches:
@@ -83,7 +83,8 @@ def _bare_torch(adapter, spec, parity, plan: Batches, lr: float):
 
 def _bare_keras(adapter, spec, parity, plan: Batches, lr: float):
     from frameworks.keras_adapter import build_keras_model, port_weights
-    from frameworks.knobs import augment_batch_numpy, normalise_numpy
+    from core.batches import apply_augment
+    from frameworks.knobs import normalise_numpy
 
     keras = adapter.keras
     model = build_keras_model(keras, spec, parity)
@@ -98,7 +99,7 @@ def _bare_keras(adapter, spec, parity, plan: Batches, lr: float):
         for start in range(0, len(plan.order), plan.batch_size):
             stop = min(start + plan.batch_size, len(plan.order))
             idx = plan.order[start:stop]
-            xb = augment_batch_numpy(plan.x[idx], plan.hflip[start:stop], plan.vflip[start:stop], plan.rot90[start:stop])
+            xb = apply_augment(plan.x[idx], plan.hflip[start:stop], plan.vflip[start:stop], plan.rot90[start:stop])
             yb = plan.y[idx]
             model.train_on_batch(normalise_numpy(xb, plan.mean, plan.std),
                                  yb.astype(np.float32)[:, None] if spec.binary else yb)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import abc
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from frameworks.spec import ModelSpec
+from core.batches import Batches  # noqa: F401  (part of the contract; defined in the ground floor)
+from core.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -74,27 +75,6 @@ class EpochStats:
     steps: int
 
 
-@dataclass
-class Batches:
-    """One epoch's batches, as index arrays into the prepared dataset and per-sample augmentation.
-
-    ``order`` is the epoch's seeded permutation of the train indices; batches are consecutive
-    slices of ``batch_size`` (last one partial, never dropped). ``hflip``/``vflip`` are bool and
-    ``rot90`` is in {0,1,2,3} (counter-clockwise quarter turns), aligned with ``order``.
-    Augmentations are applied in the order: hflip, vflip, rot90.
-    """
-
-    x: np.ndarray  # uint8 (N, H, W, C): the whole prepared image array (indexed by ``order``)
-    y: np.ndarray  # int64 (N,)
-    order: np.ndarray  # int64 (n,)
-    hflip: np.ndarray  # bool (n,)
-    vflip: np.ndarray  # bool (n,)
-    rot90: np.ndarray  # int8 (n,)
-    batch_size: int
-    mean: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))  # per-channel, in [0, 1] units
-    std: np.ndarray = field(default_factory=lambda: np.ones(3, np.float32))
-
-
 class Adapter(abc.ABC):
     """Builds a ``ModelSpec`` natively in one framework, trains, predicts and reports facts."""
 
@@ -123,7 +103,7 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     def get_weights(self) -> dict[str, np.ndarray]:
-        """Current weights in the canonical (Keras) layout of ``frameworks.spec``."""
+        """Current weights in the canonical (Keras) layout of ``core.spec``."""
 
     @abc.abstractmethod
     def param_counts(self) -> dict[str, int]:

@@ -4,7 +4,7 @@ It imports no deep-learning framework, so runner/analysis tests and overhead ben
 any process in a second. The model is a multinomial logistic regression (softmax, trained with
 Adam) on a 4×4 grid of per-channel mean intensities of each normalised image. It honours the
 ``Batches`` contract exactly — the epoch's seeded order, the batch size (last batch partial) and
-the per-sample augmentation draws through ``runner.data.apply_augment`` — so its metrics move with
+the per-sample augmentation draws through ``core.batches.apply_augment`` — so its metrics move with
 the data and the seed like a real framework's do.
 
 It does **not** build the ``ModelSpec``'s layers: ``param_counts()`` reports its own
@@ -45,9 +45,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from core.batches import apply_augment
+from core.spec import ModelSpec
 from frameworks.base import Adapter, Batches, EpochStats, ParitySettings, TrainSettings
 from frameworks.knobs import finish_knobs
-from frameworks.spec import ModelSpec
 
 _GRID = 4  # feature grid (cells per side); 4×4×3 = 48 features for RGB
 
@@ -159,7 +160,7 @@ class FakeAdapter(Adapter):
             "output_activation": "softmax", "precision": "fp64", "compute_dtype": "float64",
             "matmul_tf32": False, "conv_tf32": False, "compile": "off", "compile_detail": "numpy (no compilation)",
             "cpu_threads_intra_op": None, "cpu_threads_inter_op": None, "deterministic": True,
-            "data_pipeline": "numpy slices + runner.data.apply_augment",
+            "data_pipeline": "numpy slices + core.batches.apply_augment",
         })
 
     # ---- compute ----------------------------------------------------------------------
@@ -189,7 +190,6 @@ class FakeAdapter(Adapter):
         return self._logits(self._features(np.asarray(x, np.float64))).astype(np.float32)
 
     def train_epoch(self, batches: Batches) -> EpochStats:
-        from runner.data import apply_augment  # the one numpy reference of the augmentation order
 
         self._require_built()
         start = time.time()

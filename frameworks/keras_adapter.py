@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from frameworks import spec as S
+from core import spec as S
 from frameworks.base import Adapter, Batches, EpochStats, ParitySettings, TrainSettings
-from frameworks.knobs import (augment_batch_numpy, cpu_name, finish_knobs, normalise_numpy, probabilities_from_logits,
-                              single_value)
+from core.batches import apply_augment
+from frameworks.knobs import cpu_name, finish_knobs, normalise_numpy, probabilities_from_logits, single_value
 
 BACKEND_OF = {"keras": "tensorflow", "keras_jax": "jax", "keras_torch": "torch"}
 
@@ -229,7 +229,7 @@ def dihedral_tables(height: int, width: int) -> np.ndarray:
     for combo in range(16):
         hflip, vflip, turns = combo & 1, (combo >> 1) & 1, combo >> 2
         if turns % 2 == 0 or height == width:  # odd turns of non-square images are refused earlier
-            tables[combo] = augment_batch_numpy(grid, [hflip], [vflip], [turns]).reshape(-1)
+            tables[combo] = apply_augment(grid, [hflip], [vflip], [turns]).reshape(-1)
     return tables.astype(np.int32)
 
 
@@ -286,7 +286,7 @@ def make_py_dataset(keras: Any, batches: Batches, binary: bool, augment: bool = 
             idx = batches.order[start:stop]
             images = batches.x[idx]
             if augment:
-                images = augment_batch_numpy(images, batches.hflip[start:stop], batches.vflip[start:stop],
+                images = apply_augment(images, batches.hflip[start:stop], batches.vflip[start:stop],
                                              batches.rot90[start:stop])
             labels = np.asarray(batches.y[idx])
             labels = labels.astype(np.float32)[:, None] if binary else labels.astype(np.int64)

@@ -86,33 +86,6 @@ def probabilities_from_logits(logits: np.ndarray, binary: bool) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def batch_slices(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """Consecutive ``[start, stop)`` slices; the last partial batch is kept, never dropped."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-
-
-def augment_batch_numpy(images: np.ndarray, hflip: np.ndarray, vflip: np.ndarray, rot90: np.ndarray) -> np.ndarray:
-    """Batch-vectorised numpy augmentation (NHWC): hflip (width), then vflip (height), then
-    ``rot90`` counter-clockwise quarter turns (``np.rot90(k, axes=(1, 2))``), per sample.
-
-    Same semantics as ``runner.data.apply_augment``; this is the PyDataset pipeline's native op.
-    """
-    out = np.where(np.asarray(hflip, bool)[:, None, None, None], images[:, :, ::-1], images)
-    out = np.where(np.asarray(vflip, bool)[:, None, None, None], out[:, ::-1], out)
-    rot90 = np.asarray(rot90) % 4
-    if np.any(rot90 % 2) and images.shape[1] != images.shape[2]:
-        raise ValueError(f"rot90 by an odd number of quarter turns needs square images, got {images.shape[1:3]}")
-    if np.any(rot90):
-        out = np.array(out)  # writable copy before per-group assignment
-        for k in (1, 2, 3):
-            mask = rot90 == k
-            if mask.any():
-                out[mask] = np.rot90(out[mask], k, axes=(1, 2))
-    return out
-
-
 def normalise_numpy(images_uint8: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """uint8 NHWC → float32 ``(x / 255 - mean) / std`` (mean/std per channel, [0, 1] units)."""
     x = images_uint8.astype(np.float32) / np.float32(255.0)

@@ -31,7 +31,6 @@ import dataclasses
 import itertools
 import json
 import math
-import os
 import pickle
 import subprocess
 import sys
@@ -42,9 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from frameworks import spec as S
+from core import spec as S
+from core.atomic import atomic_write, atomic_write_text
+from core.seeding import rng
 from frameworks.knobs import KNOB_KEYS
-from runner.seeding import rng
 
 DEFAULT_FRAMEWORKS = ("keras", "pytorch")
 #: max |Δ logits| allowed per precision policy (fp32 is the CPU contract of the issue; the others
@@ -78,7 +78,7 @@ def build_spec(model_cfg: Any, num_classes: int, image_size: int) -> S.ModelSpec
 
     cfg = OmegaConf.create(dict(model_cfg) if not OmegaConf.is_config(model_cfg) else model_cfg)
     if "_target_" not in cfg:
-        raise ValueError(f"model config needs a _target_ (e.g. frameworks.spec.small_cnn), got keys {sorted(cfg)}")
+        raise ValueError(f"model config needs a _target_ (e.g. core.spec.small_cnn), got keys {sorted(cfg)}")
     spec = instantiate(cfg, num_classes=int(num_classes), image_size=int(image_size))
     if not isinstance(spec, S.ModelSpec):
         raise TypeError(f"model _target_ {cfg._target_} returned {type(spec).__name__}, not a ModelSpec")
@@ -433,7 +433,7 @@ def _compose(overrides: list[str]) -> Any:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from runner import CONF_DIR
+    from core.paths import CONF_DIR
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
@@ -448,10 +448,7 @@ def _run_worker(args_path: str, out_path: str) -> None:
     with open(args_path, "rb") as fh:
         kwargs = pickle.load(fh)
     result = gate_outputs(**kwargs)
-    tmp = out_path + ".tmp"
-    with open(tmp, "wb") as fh:
-        pickle.dump(result, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, out_path)
+    atomic_write(out_path, lambda fh: pickle.dump(result, fh, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def run_in_subprocess(framework: str, kwargs: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -547,9 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(options["out"] or Path("outputs") / "parity" /
                f"{spec.name}_{spec.num_classes}cls_{'_vs_'.join(sorted(frameworks))}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + ".tmp")
-    tmp_out.write_text(json.dumps(verdict, indent=2, allow_nan=True))
-    os.replace(tmp_out, out)
+    atomic_write_text(out, json.dumps(verdict, indent=2, allow_nan=True))
     print(format_report(verdict))
     print(f"\nresult written to {out}")
     return 0 if verdict["passed"] else 1

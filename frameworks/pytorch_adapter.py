@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from frameworks import spec as S
+from core import spec as S
 from frameworks.base import Adapter, Batches, EpochStats, ParitySettings, TrainSettings
 from frameworks.knobs import cpu_name, finish_knobs, single_value
 

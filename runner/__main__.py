@@ -18,7 +18,8 @@ import logging
 import sys
 
 from runner import CONF_DIR
-from runner.sweep import EXIT_INVALID, SweepOutcome, run_sweep  # noqa: F401  (re-exported)
+from runner.outcome import EXIT_INVALID
+from runner.sweep import run_sweep
 
 log = logging.getLogger("runner")
 

@@ -39,11 +39,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from core.results import RUNS_SCHEMA
+from core.text import one_line
 from runner import CONF_DIR, PROJECT_ROOT
 from runner import provenance
 from runner.metrics import RUNS_COLUMNS as METRIC_COLUMNS
 from runner.metrics import classification_metrics
-from runner.results import RUNS_SCHEMA
 
 log = logging.getLogger("runner.cell")  # not "__main__" under python -m
 
@@ -147,13 +148,6 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _one_line(exc: BaseException, limit: int = 1000) -> str:
-    """``Type: message`` on one line, capped (the full story is in the traceback column)."""
-    text = " ".join(str(exc).split())
-    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
 def _adapter_device(device: str) -> str:
     """``gpu:<type>`` (a grid axis value) → ``gpu``: the GPU is already pinned by CUDA_VISIBLE_DEVICES."""
     device = str(device)
@@ -209,7 +203,7 @@ def run_cell(cell: Mapping[str, Any], *, sweep_id: str = "", context: Mapping[st
         _run(cell, cid, row, epoch_rows, prediction_rows, notes, adapter_cache, state)
         row["status"] = "ok"
     except Exception as exc:  # a cell's failure is data (a failed row), never a crash of the caller
-        row.update(status="failed", error=_one_line(exc), traceback=traceback.format_exc())
+        row.update(status="failed", error=one_line(exc), traceback=traceback.format_exc())
         epoch_rows.clear()  # partial epochs/predictions of a failed cell would look like results
         prediction_rows.clear()
         if adapter_cache is not None and "cache_key" in state:  # a half-built adapter must not serve the next cell
@@ -230,83 +224,138 @@ def _fill_context(row: dict[str, Any], context: Mapping[str, Any]) -> None:
     row.update({k: v for k, v in context.items() if v is not None})
 
 
+@dataclass
+class _Cell:
+    """What one cell's steps share: its config, validated settings, and the rows it fills."""
+
+    cell: dict[str, Any]
+    cid: str
+    row: dict[str, Any]
+    framework: str
+    seed: int
+    epochs: int
+    parity: Any  # frameworks.base.ParitySettings
+    train: Any  # frameworks.base.TrainSettings
+    latency_samples: int
+    latency_warmup: int
+    throughput_batch_size: int
+    throughput_repeats: int
+    augment: dict[str, Any]
+
+
 def _run(cell: dict[str, Any], cid: str, row: dict[str, Any], epoch_rows: list, prediction_rows: list,
          notes: list, adapter_cache: dict | None, state: dict[str, Any]) -> None:
-    import hydra.utils
-
+    """The cell's steps in order; each fills its columns of ``row`` (see the module doc for the timing)."""
     import runner.data as data
-    from frameworks.base import ParitySettings, TrainSettings, get_adapter
-    from frameworks.spec import init_weights
+
+    c = _settings(cell, cid, row)
+    ds = data.prepare(cell["data"], c.seed)
+    row.update(data=ds.name, num_classes=int(ds.num_classes), image_size=int(ds.image_size), split_hash=ds.split_hash)
+    spec = _model_spec(cell, ds)
+    row["model"] = spec.name
+    adapter = _adapter(c, adapter_cache, state)
+    build_seconds = _build(c, adapter, spec)
+    epoch_rows.extend(_train(c, adapter, ds, build_seconds))
+    prediction_rows.extend(_test_quality(c, adapter, ds, notes))
+    test_idx = np.asarray(ds.test_idx)
+    row.update(_latency(adapter, ds, test_idx, c.latency_warmup, c.latency_samples))
+    row["throughput_images_per_second"] = _throughput(adapter, ds, test_idx, c.throughput_batch_size,
+                                                      c.throughput_repeats)
+    row["peak_host_rss_mb"] = provenance.peak_rss_mb()
+    peak_device = adapter.peak_device_memory_bytes()
+    row["peak_device_memory_mb"] = None if peak_device is None else peak_device / 2**20
+
+
+def _settings(cell: dict[str, Any], cid: str, row: dict[str, Any]) -> _Cell:
+    """The cell's settings, validated; fills the identity columns of ``row``."""
+    from frameworks.base import ParitySettings, TrainSettings
 
     framework_cfg, train_cfg = cell["framework"], cell["train"]
     if not isinstance(framework_cfg, dict) or "name" not in framework_cfg:
         raise CellConfigError("cell config: 'framework' must be a mapping with a 'name'")
     if not isinstance(train_cfg, dict):
         raise CellConfigError("cell config: 'train' must be a mapping")
-    framework = str(framework_cfg["name"])
     parity = ParitySettings.from_config(cell["parity"])
     seed = int(cell["seed"])
-    epochs = _int_setting(train_cfg, "epochs", 1)
     batch_size = _int_setting(train_cfg, "batch_size", 1)
-    eval_batch_size = _int_setting(train_cfg, "eval_batch_size", 1)
-    latency_samples = _int_setting(train_cfg, "latency_samples", 1)
-    latency_warmup = _int_setting(train_cfg, "latency_warmup", 0)
-    throughput_batch_size = _int_setting(train_cfg, "throughput_batch_size", 1)
-    throughput_repeats = _int_setting(train_cfg, "throughput_repeats", 1)
-    train_settings = TrainSettings(optimizer=str(train_cfg.get("optimizer", "adam")),
-                                   learning_rate=float(train_cfg.get("learning_rate", 1e-3)),
-                                   batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
-    row.update(framework=framework, backend=framework_cfg.get("backend"), seed=seed, batch_size=batch_size,
-               epochs=epochs, device=str(cell["device"]), data=cell["data"].get("name"),
+    train = TrainSettings(optimizer=str(train_cfg.get("optimizer", "adam")),
+                          learning_rate=float(train_cfg.get("learning_rate", 1e-3)), batch_size=batch_size,
+                          eval_batch_size=_int_setting(train_cfg, "eval_batch_size", 1), seed=seed)
+    c = _Cell(cell=cell, cid=cid, row=row, framework=str(framework_cfg["name"]), seed=seed,
+              epochs=_int_setting(train_cfg, "epochs", 1), parity=parity, train=train,
+              latency_samples=_int_setting(train_cfg, "latency_samples", 1),
+              latency_warmup=_int_setting(train_cfg, "latency_warmup", 0),
+              throughput_batch_size=_int_setting(train_cfg, "throughput_batch_size", 1),
+              throughput_repeats=_int_setting(train_cfg, "throughput_repeats", 1),
+              augment=dict(train_cfg.get("augment") or {}))
+    row.update(framework=c.framework, backend=framework_cfg.get("backend"), seed=seed, batch_size=batch_size,
+               epochs=c.epochs, device=str(cell["device"]), data=cell["data"].get("name"),
                model=str(cell["model"].get("_target_", "")).rsplit(".", 1)[-1] or None,
                precision_policy=parity.precision, compile_policy=parity.compile, parity_mode=parity.mode,
-               cpu_threads=parity.cpu_threads, throughput_batch_size=throughput_batch_size)
+               cpu_threads=parity.cpu_threads, throughput_batch_size=c.throughput_batch_size)
+    return c
 
-    # ---- data and model spec (framework-neutral) ----------------------------------------
-    ds = data.prepare(cell["data"], seed)
-    row.update(data=ds.name, num_classes=int(ds.num_classes), image_size=int(ds.image_size), split_hash=ds.split_hash)
-    spec = hydra.utils.instantiate(cell["model"], num_classes=int(ds.num_classes), image_size=int(ds.image_size),
+
+def _model_spec(cell: dict[str, Any], ds):
+    """The framework-neutral ``ModelSpec`` for this dataset's classes, image size and channels."""
+    import hydra.utils
+
+    return hydra.utils.instantiate(cell["model"], num_classes=int(ds.num_classes), image_size=int(ds.image_size),
                                    channels=int(ds.x.shape[-1]), _convert_="all")
-    row["model"] = spec.name
 
-    # ---- adapter: import + runtime set-up, cached per process ---------------------------
-    device = _adapter_device(cell["device"])
-    cache_key = (framework, parity, device)
+
+def _adapter(c: _Cell, adapter_cache: dict | None, state: dict[str, Any]):
+    """The framework's adapter (import + runtime set-up), cached per process; fills versions and device."""
+    from frameworks.base import get_adapter
+
+    row = c.row
+    device = _adapter_device(c.cell["device"])
+    cache_key = (c.framework, c.parity, device)
     adapter = adapter_cache.get(cache_key) if adapter_cache is not None else None
     if adapter is None:
         with provenance.Stopwatch() as import_sw:
-            adapter = get_adapter(framework, parity, device)
+            adapter = get_adapter(c.framework, c.parity, device)
         row["import_seconds"] = import_sw.seconds
         if adapter_cache is not None:
             adapter_cache[cache_key] = adapter
     else:
         row["import_seconds"] = 0.0
     state["cache_key"] = cache_key
-    _apply_framework_options(adapter, cell)
+    _apply_framework_options(adapter, c.cell)
     versions = {**provenance.library_versions(), **adapter.versions()}
     row["versions"] = json.dumps(versions, sort_keys=True)
-    row["framework_version"] = versions.get(_FRAMEWORK_PACKAGE.get(framework, framework))
+    row["framework_version"] = versions.get(_FRAMEWORK_PACKAGE.get(c.framework, c.framework))
     info = adapter.device_info()
     row.update(device_kind=info.get("device_kind"), device_name=info.get("device_name"))
     adapter.reset_peak_memory()
+    return adapter
 
-    # ---- build -------------------------------------------------------------------------
-    weights = init_weights(spec, seed) if parity.weight_init == "ported" else None
+
+def _build(c: _Cell, adapter, spec) -> float:
+    """Build the spec natively (ported weights under ``weight_init: ported``); returns the build seconds."""
+    from core.spec import init_weights
+
+    weights = init_weights(spec, c.seed) if c.parity.weight_init == "ported" else None
     with provenance.Stopwatch(adapter.sync) as build_sw:
-        adapter.build(spec, train_settings, weights)
+        adapter.build(spec, c.train, weights)
     counts = adapter.param_counts()
     if getattr(adapter, "builds_spec", True) and counts != spec.param_counts():
-        raise RuntimeError(f"{framework}: built model has {counts} parameters, the spec {spec.name} has "
+        raise RuntimeError(f"{c.framework}: built model has {counts} parameters, the spec {spec.name} has "
                            f"{spec.param_counts()}; the native build does not match the spec")
-    row.update(param_count=int(counts["trainable"]), param_count_total=int(counts["total"]),
-               parity_knobs=json.dumps(adapter.knobs(), sort_keys=True, default=str))
+    c.row.update(param_count=int(counts["trainable"]), param_count_total=int(counts["total"]),
+                 parity_knobs=json.dumps(adapter.knobs(), sort_keys=True, default=str))
+    return build_sw.seconds
 
-    # ---- train --------------------------------------------------------------------------
-    augment = dict(train_cfg.get("augment") or {})
+
+def _train(c: _Cell, adapter, ds, build_seconds: float) -> list[dict[str, Any]]:
+    """All epochs, timed (``train_epoch`` only), validation after each; returns the ``epochs`` rows."""
+    import runner.data as data
+
+    row, batch_size = c.row, c.train.batch_size
     x_val, y_val = ds.x[ds.val_idx], ds.y[ds.val_idx]
-    epoch_seconds: list[float] = []
-    for epoch in range(epochs):
-        batches = data.epoch_batches(ds, seed, epoch, batch_size, augment, split="train")
+    epoch_rows, epoch_seconds = [], []
+    for epoch in range(c.epochs):
+        batches = data.epoch_batches(ds, c.seed, epoch, batch_size, c.augment, split="train")
         n = len(batches.order)
         # Epoch 0's first batch goes alone so the first optimizer step can be timed (see module doc).
         parts = [slice(0, batch_size), slice(batch_size, n)] if epoch == 0 and n > batch_size else [slice(0, n)]
@@ -316,40 +365,44 @@ def _run(cell: dict[str, Any], cid: str, row: dict[str, Any], epoch_rows: list, 
                 stats.append(adapter.train_epoch(_subset(batches, part) if len(parts) > 1 else batches))
             part_seconds.append(sw.seconds)
         if epoch == 0:
-            row["time_to_first_step_seconds"] = build_sw.seconds + part_seconds[0]
+            row["time_to_first_step_seconds"] = build_seconds + part_seconds[0]
         epoch_stats = _merge_stats(stats) if len(stats) > 1 else stats[0]
         if epoch_stats.samples != n:
-            raise RuntimeError(f"{framework}: train_epoch saw {epoch_stats.samples} samples, the epoch has {n} "
+            raise RuntimeError(f"{c.framework}: train_epoch saw {epoch_stats.samples} samples, the epoch has {n} "
                                "(a dropped or repeated batch)")
         seconds = float(sum(part_seconds))
         epoch_seconds.append(seconds)
         val_loss = val_accuracy = None
         if len(y_val):
-            val_loss, val_probs = adapter.evaluate(x_val, y_val, ds.mean, ds.std, eval_batch_size)
+            val_loss, val_probs = adapter.evaluate(x_val, y_val, ds.mean, ds.std, c.train.eval_batch_size)
             val_accuracy = float(np.mean(np.asarray(val_probs).argmax(axis=1) == y_val))
             val_loss = float(val_loss)
-        epoch_rows.append({"sweep_id": row["sweep_id"], "cell_id": cid, "framework": framework, "seed": seed,
+        epoch_rows.append({"sweep_id": row["sweep_id"], "cell_id": c.cid, "framework": c.framework, "seed": c.seed,
                            "epoch": epoch, "train_loss": float(epoch_stats.loss),
                            "train_accuracy": float(epoch_stats.accuracy), "val_loss": val_loss,
                            "val_accuracy": val_accuracy, "epoch_seconds": seconds,
                            "images_per_second": n / seconds if seconds > 0 else None})
-        log.info("epoch %d/%d: %.2fs, train loss %.4f acc %.4f, val acc %s", epoch + 1, epochs, seconds,
+        log.info("epoch %d/%d: %.2fs, train loss %.4f acc %.4f, val acc %s", epoch + 1, c.epochs, seconds,
                  epoch_stats.loss, epoch_stats.accuracy, "n/a" if val_accuracy is None else f"{val_accuracy:.4f}")
     steady = epoch_seconds[1:] or epoch_seconds[:1]
     median_epoch = float(np.median(steady))
     row.update(train_seconds=float(sum(epoch_seconds)), first_epoch_seconds=epoch_seconds[0],
                median_epoch_seconds=median_epoch,
                images_per_second=len(ds.train_idx) / median_epoch if median_epoch > 0 else None)
+    return epoch_rows
 
-    # ---- test-set quality ---------------------------------------------------------------
+
+def _test_quality(c: _Cell, adapter, ds, notes: list) -> list[dict[str, Any]]:
+    """Test-set metrics (the one shared function) into ``row``; returns the ``predictions`` rows."""
+    row = c.row
     test_idx = np.asarray(ds.test_idx)
     if test_idx.size == 0:
         raise CellConfigError(f"data {ds.name!r}: the test split is empty; raise data.test_fraction")
     x_test, y_test = ds.x[test_idx], ds.y[test_idx]
-    _, probs = adapter.evaluate(x_test, y_test, ds.mean, ds.std, eval_batch_size)
+    _, probs = adapter.evaluate(x_test, y_test, ds.mean, ds.std, c.train.eval_batch_size)
     probs = np.asarray(probs, dtype=np.float32)
     if probs.shape != (test_idx.size, ds.num_classes):
-        raise RuntimeError(f"{framework}: evaluate returned scores of shape {probs.shape}, "
+        raise RuntimeError(f"{c.framework}: evaluate returned scores of shape {probs.shape}, "
                            f"expected ({test_idx.size}, {ds.num_classes})")
     metrics = classification_metrics(y_test, probs, ds.classes)
     notes.extend(metrics["notes"])
@@ -357,20 +410,9 @@ def _run(cell: dict[str, Any], cid: str, row: dict[str, Any], epoch_rows: list, 
         value = metrics[key]
         row[key] = json.dumps(value) if key in ("confusion_matrix", "per_class", "classes") else value
     y_pred = probs.argmax(axis=1)
-    prediction_rows.extend(
-        {"sweep_id": row["sweep_id"], "cell_id": cid, "framework": framework, "seed": seed,
-         "sample_index": int(i), "y_true": int(t), "y_pred": int(p), "scores": s}
-        for i, t, p, s in zip(test_idx.tolist(), y_test.tolist(), y_pred.tolist(), probs.tolist()))
-
-    # ---- inference speed ------------------------------------------------------------------
-    row.update(_latency(adapter, ds, test_idx, latency_warmup, latency_samples))
-    row["throughput_images_per_second"] = _throughput(adapter, ds, test_idx, throughput_batch_size,
-                                                      throughput_repeats)
-
-    # ---- memory ---------------------------------------------------------------------------
-    row["peak_host_rss_mb"] = provenance.peak_rss_mb()
-    peak_device = adapter.peak_device_memory_bytes()
-    row["peak_device_memory_mb"] = None if peak_device is None else peak_device / 2**20
+    return [{"sweep_id": row["sweep_id"], "cell_id": c.cid, "framework": c.framework, "seed": c.seed,
+             "sample_index": int(i), "y_true": int(t), "y_pred": int(p), "scores": s}
+            for i, t, p, s in zip(test_idx.tolist(), y_test.tolist(), y_pred.tolist(), probs.tolist())]
 
 
 def _apply_framework_options(adapter, cell: dict[str, Any]) -> None:

@@ -70,7 +70,7 @@ def _resolve(node: Any, where: str) -> Any:
 
 
 def model_name(model_cfg: Mapping[str, Any]) -> str:
-    """``frameworks.spec.small_cnn`` → ``small_cnn`` (the option name of ``conf/model/``)."""
+    """``core.spec.small_cnn`` → ``small_cnn`` (the option name of ``conf/model/``)."""
     return str(model_cfg.get("_target_", "")).rsplit(".", 1)[-1]
 
 
@@ -351,10 +351,10 @@ def interleave(cells: Iterable[Mapping[str, Any]], seed: int) -> list[dict[str, 
     """Cells in dispatch order: one block per condition, frameworks in a seeded random order within each.
 
     Every framework of a condition runs right beside the others, and which goes first is drawn
-    afresh per block (``runner.seeding.rng(seed, "interleave", block)``), so slow drift over a
+    afresh per block (``core.seeding.rng(seed, "interleave", block)``), so slow drift over a
     sweep (thermal throttling, background load) cannot systematically favour one framework.
     """
-    from runner.seeding import rng
+    from core.seeding import rng
 
     blocks: dict[str, list[dict[str, Any]]] = {}
     for cell in cells:

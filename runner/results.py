@@ -1,19 +1,12 @@
-"""Result tables: explicit Arrow schemas, atomic per-cell fragments, and sweep consolidation.
+"""Writing result tables: atomic per-cell fragments, and the sweep's consolidation.
 
-Three tables (see ../shared/DESIGN.md, "Results"):
-
-- ``runs``        one row per cell (identity, provenance, status, quality, speed, memory)
-- ``epochs``      one row per cell × epoch
-- ``predictions`` one row per cell × test sample (so ROC curves and McNemar need no rerun)
-
-Nested values (confusion matrix, per-class report, knob table, versions) are JSON strings: they
-stay readable from any Parquet reader and keep the schema flat. A cell's rows are written as one
-fragment directory ``fragments/<cell_id>/`` via write-to-temp + ``os.replace``, so a crash never
-leaves a half-written fragment; ``consolidate`` turns all fragments into the three tables.
+The schemas and the directory layout live in ``core.results`` (the analysis reads them too). A
+cell's rows are written as one fragment directory ``fragments/<cell_id>/`` via a temporary
+sibling directory + ``os.replace``, so a crash never leaves a half-written fragment;
+``consolidate`` turns all fragments into the three tables.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -23,152 +16,8 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "1"
-
-_IDENTITY = [
-    ("sweep_id", pa.string()),
-    ("cell_id", pa.string()),
-    ("config_hash", pa.string()),
-    ("framework", pa.string()),
-    ("backend", pa.string()),
-    ("framework_version", pa.string()),
-    ("versions", pa.string()),  # JSON {package: version}
-    ("model", pa.string()),
-    ("data", pa.string()),
-    ("num_classes", pa.int64()),
-    ("image_size", pa.int64()),
-    ("seed", pa.int64()),
-    ("batch_size", pa.int64()),
-    ("epochs", pa.int64()),
-    ("device", pa.string()),  # requested: cpu | gpu | gpu:<type>
-    ("device_kind", pa.string()),  # cpu | gpu
-    ("device_name", pa.string()),
-    ("gpu_index", pa.int64()),  # Ray-assigned GPU id (null on CPU)
-    ("host", pa.string()),
-    ("node_id", pa.string()),
-    ("precision_policy", pa.string()),  # fp32 | tf32 | mixed_bf16
-    ("compile_policy", pa.string()),  # off | on
-    ("parity_mode", pa.string()),
-    ("cpu_threads", pa.int64()),
-    ("concurrency", pa.int64()),  # timing cells sharing the node/device at once
-    ("attempt", pa.int64()),
-]
-_PROVENANCE = [
-    ("git_sha", pa.string()),
-    ("split_hash", pa.string()),
-    ("start_time", pa.timestamp("us", tz="UTC")),
-    ("end_time", pa.timestamp("us", tz="UTC")),
-]
-_STATUS = [
-    ("status", pa.string()),  # ok | failed
-    ("error", pa.string()),
-    ("traceback", pa.string()),
-]
-_QUALITY = [
-    ("accuracy", pa.float64()),
-    ("precision", pa.float64()),  # binary: positive class; multi-class: weighted
-    ("recall", pa.float64()),
-    ("f1", pa.float64()),
-    ("precision_macro", pa.float64()),
-    ("recall_macro", pa.float64()),
-    ("f1_macro", pa.float64()),
-    ("roc_auc", pa.float64()),  # multi-class: one-vs-rest, macro
-    ("log_loss", pa.float64()),
-    ("confusion_matrix", pa.string()),  # JSON [[int]] rows = true, cols = predicted
-    ("per_class", pa.string()),  # JSON {class: {precision, recall, f1, support}}
-    ("classes", pa.string()),  # JSON [class names] in label order
-    ("test_samples", pa.int64()),
-]
-_SPEED = [
-    ("train_seconds", pa.float64()),  # all epochs, training only
-    ("first_epoch_seconds", pa.float64()),  # warm-up / compile epoch, reported apart
-    ("median_epoch_seconds", pa.float64()),  # epochs after the first (the first if only one)
-    ("images_per_second", pa.float64()),  # training, from median_epoch_seconds
-    ("latency_p50_ms", pa.float64()),  # inference, batch 1, after warm-up
-    ("latency_p90_ms", pa.float64()),
-    ("latency_p99_ms", pa.float64()),
-    ("throughput_images_per_second", pa.float64()),  # inference at throughput_batch_size
-    ("throughput_batch_size", pa.int64()),
-    ("import_seconds", pa.float64()),  # framework import in this process (0 when already imported)
-    ("time_to_first_step_seconds", pa.float64()),  # build + first training step
-]
-_MEMORY = [
-    ("peak_host_rss_mb", pa.float64()),
-    ("peak_device_memory_mb", pa.float64()),  # framework-native counter; null on CPU
-]
-_MODEL = [
-    ("param_count", pa.int64()),  # trainable
-    ("param_count_total", pa.int64()),  # + BatchNorm moving statistics
-    ("parity_knobs", pa.string()),  # JSON, read back from the built model
-]
-
-RUNS_SCHEMA = pa.schema(_IDENTITY + _PROVENANCE + _STATUS + _QUALITY + _SPEED + _MEMORY + _MODEL)
-
-EPOCHS_SCHEMA = pa.schema([
-    ("sweep_id", pa.string()),
-    ("cell_id", pa.string()),
-    ("framework", pa.string()),
-    ("seed", pa.int64()),
-    ("epoch", pa.int64()),  # 0-based
-    ("train_loss", pa.float64()),
-    ("train_accuracy", pa.float64()),
-    ("val_loss", pa.float64()),
-    ("val_accuracy", pa.float64()),
-    ("epoch_seconds", pa.float64()),  # training part only
-    ("images_per_second", pa.float64()),
-])
-
-PREDICTIONS_SCHEMA = pa.schema([
-    ("sweep_id", pa.string()),
-    ("cell_id", pa.string()),
-    ("framework", pa.string()),
-    ("seed", pa.int64()),
-    ("sample_index", pa.int64()),  # index into the prepared dataset (same for every framework)
-    ("y_true", pa.int64()),
-    ("y_pred", pa.int64()),
-    ("scores", pa.list_(pa.float32())),  # class probabilities (binary: [p(class 0), p(class 1)])
-])
-
-SCHEMAS: dict[str, pa.Schema] = {"runs": RUNS_SCHEMA, "epochs": EPOCHS_SCHEMA, "predictions": PREDICTIONS_SCHEMA}
-
-
-class ResultsError(Exception):
-    """A results directory or table that cannot be read or written as expected."""
-
-
-def to_table(name: str, rows: Iterable[Mapping[str, Any]], metadata: Mapping[str, Any] | None = None) -> pa.Table:
-    """Rows (dicts) → a table with the exact schema; missing columns become null, extra ones are an error."""
-    schema = SCHEMAS[name]
-    rows = list(rows)
-    names = set(schema.names)
-    for row in rows:
-        extra = set(row) - names
-        if extra:
-            raise ResultsError(f"{name}: unknown column(s) {sorted(extra)}")
-    columns = {f.name: [row.get(f.name) for row in rows] for f in schema}
-    table = pa.Table.from_pydict(columns, schema=schema)
-    return table.replace_schema_metadata(_metadata(metadata))
-
-
-def _metadata(extra: Mapping[str, Any] | None) -> dict[bytes, bytes]:
-    meta = {"kvp.schema_version": SCHEMA_VERSION}
-    for key, value in (extra or {}).items():
-        meta[f"kvp.{key}"] = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
-    return {k.encode(): v.encode() for k, v in meta.items()}
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The ``kvp.*`` metadata of a Parquet file, JSON-decoded where possible."""
-    raw = pq.read_schema(path).metadata or {}
-    out: dict[str, Any] = {}
-    for k, v in raw.items():
-        key = k.decode()
-        if key.startswith("kvp."):
-            try:
-                out[key[4:]] = json.loads(v)
-            except json.JSONDecodeError:
-                out[key[4:]] = v.decode()
-    return out
+from core.atomic import atomic_path
+from core.results import FRAGMENTS_DIR, SCHEMAS, encode_metadata, fragment_dirs, to_table
 
 
 def write_fragment(root: str | Path, cell_id: str, tables: Mapping[str, Iterable[Mapping[str, Any]]],
@@ -178,7 +27,7 @@ def write_fragment(root: str | Path, cell_id: str, tables: Mapping[str, Iterable
     The files go to a temporary sibling directory first, which is renamed into place; an earlier
     fragment of the same cell (e.g. a ``failed`` attempt) is replaced whole.
     """
-    frag_root = Path(root) / "fragments"
+    frag_root = Path(root) / FRAGMENTS_DIR
     frag_root.mkdir(parents=True, exist_ok=True)
     final = frag_root / cell_id
     tmp = Path(tempfile.mkdtemp(prefix=f".{cell_id}.", dir=frag_root))
@@ -199,13 +48,6 @@ def write_fragment(root: str | Path, cell_id: str, tables: Mapping[str, Iterable
     return final
 
 
-def fragment_dirs(root: str | Path) -> list[Path]:
-    frag_root = Path(root) / "fragments"
-    if not frag_root.is_dir():
-        return []
-    return sorted(p for p in frag_root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def read_fragments(root: str | Path, name: str) -> pa.Table:
     """All fragments' ``name`` table concatenated (schema enforced)."""
     tables = [pq.read_table(d / f"{name}.parquet", schema=SCHEMAS[name]) for d in fragment_dirs(root)
@@ -221,19 +63,13 @@ def ok_cell_ids(root: str | Path) -> set[str]:
     return {cid for cid, st in zip(runs["cell_id"].to_pylist(), runs["status"].to_pylist()) if st == "ok"}
 
 
-def atomic_write_table(table: pa.Table, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
 def consolidate(root: str | Path, metadata: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Fragments → ``runs.parquet``, ``epochs.parquet``, ``predictions.parquet`` in ``root`` (atomic each)."""
     out = {}
     for name in SCHEMAS:
-        table = read_fragments(root, name).replace_schema_metadata(_metadata(metadata))
+        table = read_fragments(root, name).replace_schema_metadata(encode_metadata(metadata))
         path = Path(root) / f"{name}.parquet"
-        atomic_write_table(table, path)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
         out[name] = path
     return out

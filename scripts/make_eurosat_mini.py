@@ -1,7 +1,7 @@
 """Derive the embedded default dataset ``data/eurosat_mini`` from the EuroSAT RGB zip.
 
 A stratified random subset: ``--per-class`` images from each of the 10 classes, chosen with
-``runner.seeding.rng(seed, "eurosat-mini")``; the original JPEG bytes are copied (no re-encode), so
+``core.seeding.rng(seed, "eurosat-mini")``; the original JPEG bytes are copied (no re-encode), so
 the subset decodes to exactly the pixels of the full dataset. Writes the MIT notice (LICENSE) and a
 README with the citation and the command. The source zip's sha256 is verified first.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable without installing the project
 
-from runner.seeding import rng  # noqa: E402
+from core.seeding import rng  # noqa: E402
 
 EUROSAT_SHA256 = "7727a6e3fb76cbfc6e4e6e434d8930a9cf9f751eb62387209c7cfd5add973cfe"
 EUROSAT_COUNTS = {
@@ -70,7 +70,7 @@ uv run python scripts/make_eurosat_mini.py --zip ../shared/datasets/EuroSAT_RGB.
 ```
 
 - Source: `EuroSAT_RGB.zip`, {zip_size:,} bytes, sha256 `{sha256}` (verified by the script).
-- Per class, {per_class} file names drawn without replacement by `runner.seeding.rng({seed}, "eurosat-mini")`
+- Per class, {per_class} file names drawn without replacement by `core.seeding.rng({seed}, "eurosat-mini")`
   from the sorted member list; the original JPEG bytes are copied unchanged (no re-encoding).
 - Counts: {counts}.
 

@@ -127,7 +127,7 @@ def make_sweep(root: str | Path, *, frameworks: Iterable[str] = ("keras", "pytor
     meta = {"config": config if config is not None else {"report": {"confidence": 0.95}, "grid": {"seed": list(seeds)}},
             "environment": {"python": "3.11", "hosts": ["testhost"]}}
     rr.consolidate(root, metadata=meta)
-    if gate == "default":  # the runner's record around frameworks.parity.compare(...) (runner/sweep.py)
+    if gate == "default":  # the runner's record around frameworks.parity.compare(...) (runner/gate.py)
         names = sorted(frameworks)
         comparison = {
             "passed": True, "reasons": [], "frameworks": names, "model": "small_cnn", "tolerance": 1e-4,
@@ -143,7 +143,7 @@ def make_sweep(root: str | Path, *, frameworks: Iterable[str] = ("keras", "pytor
             "knobs_differing": ["adam_epsilon_placement"],
             "cannot_match": ["one optimizer step compared after undoing the Adam epsilon placement"],
         }
-        gate = {"created": "2026-01-01T00:00:00Z", "frameworks": names, "status": "passed",
+        gate = {"schema_version": 1, "created": "2026-01-01T00:00:00Z", "frameworks": names, "status": "passed",
                 "summary": "1 check(s) passed",
                 "checks": [{"model": "small_cnn", "data": "synthetic", "tolerance": 1e-4, "status": "passed",
                             "comparison": comparison}]}

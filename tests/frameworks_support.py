@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_MODEL = {"_target_": "frameworks.spec.small_cnn", "filters": [4, 8], "kernel_size": 3, "dense_units": 8,
+TINY_MODEL = {"_target_": "core.spec.small_cnn", "filters": [4, 8], "kernel_size": 3, "dense_units": 8,
               "dropout": 0.25}
 IMAGE_SIZE = 16
 HEADS = (2, 4)  # binary (one logit) and multi-class (softmax)
@@ -63,7 +63,7 @@ def _native_batches(framework: str, adapter, plan) -> list[tuple[np.ndarray, np.
 
 
 def _run(framework: str) -> dict:
-    from frameworks import spec as S
+    from core import spec as S
     from frameworks.base import ParitySettings, TrainSettings, get_adapter
     from frameworks.parity import build_spec, gate_outputs
 

@@ -18,6 +18,7 @@ from analysis import build_report
 from analysis.__main__ import main
 from analysis.loc import count_file, count_regions
 from analysis.report import gate_view
+from core.gate import GateCheck, GateRecord
 from analysis.summary import SUMMARY_COLUMNS
 from analysis_support import make_sweep
 from runner import results as rr
@@ -124,31 +125,48 @@ def loader():
     assert count_file(src) == 12  # docstrings, comments and blank lines excluded
 
 
-def test_gate_view_reads_many_shapes():
-    assert gate_view(None, "not run", "d")["status"] == "not run"
-    v = gate_view({"status": "fail", "param_counts": {"pytorch": 10, "keras": 10},
-                   "comparisons": {"keras vs pytorch": {"max_abs": 0.5, "atol": 1e-4, "ok": False}},
-                   "notes": "outputs differ"}, "x.json", "d")
-    assert v["status"] == "FAILED"
+def test_gate_view_shows_a_check_of_the_record():
+    comparison = {"passed": False, "reasons": ["keras vs pytorch: max |Δ logits| 0.5 > 0.0001"], "tolerance": 1e-4,
+                  "param_counts": {"pytorch": {"trainable": 10, "total": 12}, "keras": {"trainable": 10, "total": 12}},
+                  "pairs": [{"a": "keras", "b": "pytorch", "max_abs_delta_logits": 0.5, "passed": False}]}
+    v = gate_view(GateCheck(model="small_cnn", data="synthetic", status="failed", comparison=comparison), "x.json", "d")
+    assert v["status"] == "FAILED" and v["model"] == "small_cnn × synthetic"
     assert [p["framework"] for p in v["params"]] == ["keras", "pytorch"]
     assert v["pairs"][0]["pair"] == "keras vs pytorch" and v["pairs"][0]["status"] == "FAILED"
-    assert v["notes"] == ["outputs differ"]
-    err = gate_view({"model": "m", "data": "d", "status": "error", "errors": {"keras": "no running actor"}}, "x", "d")
+    assert v["notes"] == comparison["reasons"]
+    err = gate_view(GateCheck(model="m", data="d", status="error", errors={"keras": "no running actor"}), "x", "d")
     assert err["status"] == "ERROR" and err["notes"] == ["keras: no running actor"]
-    odd = gate_view(["something", 1], "x.json", "d")
-    assert odd["status"].startswith("unknown shape") and '"something"' in odd["raw"]
 
 
 def test_gate_records_skipped_and_not_run(tmp_path):
     from analysis.load import SweepDir
     from analysis.report import _gate_views
 
-    skipped = {"status": "skipped", "summary": "fewer than two real frameworks (['fake'])", "checks": []}
+    skipped = GateRecord(status="skipped", summary="fewer than two real frameworks (['fake'])")
     views = _gate_views([SweepDir(tmp_path, {}, skipped, "parity_gate.json"),
-                         SweepDir(tmp_path, {}, {"status": "not run"}, "metadata"),
+                         SweepDir(tmp_path, {}, GateRecord.not_run(), "metadata"),
                          SweepDir(tmp_path, {}, None, "not run")])
     assert [v["status"] for v in views] == ["skipped", "not run", "not run"]
     assert views[0]["notes"] == ["fewer than two real frameworks (['fake'])"]
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"schema_version": 7}, "version 7 is unknown to this code (it reads version 1)"),
+    ({"schema_version": None}, "version None is unknown"),
+    ({"verdict": "ok"}, "unknown field(s) ['verdict']"),
+    ({"status": "fine"}, "status 'fine' is not one of"),
+])
+def test_a_gate_record_of_unknown_version_or_shape_is_refused(tmp_path, change, needle):
+    from analysis.options import AnalysisError
+
+    root = make_sweep(tmp_path / "r", seeds=range(3), n_samples=20, epochs=1, predictions=False)
+    record = json.loads((root / "parity_gate.json").read_text())
+    record.update(change)
+    (root / "parity_gate.json").write_text(json.dumps(record))
+    with pytest.raises(AnalysisError, match="parity_gate.json: equivalence-gate") as err:
+        build_report([root], tmp_path / "out", {"n_resamples": 50})
+    assert needle in str(err.value)
+    assert not (tmp_path / "out" / "report.html").exists()
 
 
 # ------------------------------------------------------------------------------------------- CLI errors

@@ -17,7 +17,7 @@ import pytest
 
 from runner import PROJECT_ROOT
 from runner.cell import cell_id, cell_identity, run_cell
-from runner.results import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, RUNS_SCHEMA, read_metadata, to_table
+from core.results import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, RUNS_SCHEMA, read_metadata, to_table
 from cell_support import TINY, compose_cell
 
 CONTEXT = {"host": "node-a", "node_id": "abc123", "gpu_index": 0, "attempt": 1, "concurrency": 1, "git_sha": "deadbeef"}

@@ -228,7 +228,7 @@ def test_dockerignore_keeps_in(path):
 
 def test_build_context_holds_every_source_file():
     rules = _dockerignore_rules()
-    for folder in ("conf", "runner", "frameworks", "analysis", "data/eurosat_mini"):
+    for folder in ("conf", "core", "runner", "frameworks", "analysis", "data/eurosat_mini"):
         for path in (PROJECT_ROOT / folder).rglob("*"):
             rel = path.relative_to(PROJECT_ROOT).as_posix()
             if path.is_file() and "__pycache__" not in rel and not rel.endswith(".pyc"):

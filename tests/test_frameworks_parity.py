@@ -15,8 +15,8 @@ import pytest
 
 from frameworks.parity import compare, gate_batch, main as parity_main, bn_sample_counts, without_dropout, build_spec
 from frameworks.knobs import KNOB_KEYS
-from frameworks.spec import Dropout
-from runner.data import apply_augment
+from core.spec import Dropout
+from core.batches import apply_augment
 from frameworks_support import (HEADS, IMAGE_SIZE, ODD_PARITY, PIPELINE_BATCH, PIPELINE_SAMPLES, ROOT,
                                       TINY_MODEL, pipeline_plan, probe)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from runner.metrics import RUNS_COLUMNS, MetricsError, classification_metrics
-from runner.results import RUNS_SCHEMA
+from core.results import RUNS_SCHEMA
 
 
 def _binary_case():

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections import Counter
 
 import pytest
 from omegaconf import OmegaConf
 
+from core.gate import GateRecord
 from runner import grid as gridlib
 from runner.cell import cell_id
 from runner.grid import DeviceInventory, GridError, interleave, plan, resolve_devices
-from runner.sweep import actor_env, discover_slots, inventory
+from runner.actors import actor_env
+from runner.slots import discover_slots, inventory
 from runner_support import compose_cfg, no_framework_imported, run_cli
 
 
@@ -195,13 +198,14 @@ class _StubRay:
         return ref
 
 
-def _gate_dispatcher(tmp_path, overrides, calls):
-    from runner.sweep import ActorHandle, Dispatcher
+def _gate_run(tmp_path, overrides, calls):
+    """``run_gate`` over stub actors of keras, pytorch and fake on one CPU slot; returns (cfg, record)."""
+    from runner.actors import ActorRecord
+    from runner.gate import run_gate
 
     cfg = compose_cfg(overrides)
     cells = plan(cfg).cells(["cpu"])
     slot = discover_slots([_node("n", 2)], concurrency=1, cpus_per_actor=2)[0]
-    d = Dispatcher(_StubRay, [slot], cells, cfg, {"max_retries": 0, "parity_tolerance": 1e-4}, "s", tmp_path, "sha")
 
     def handle(fw):
         def gate(model, data, parity, seed, device):
@@ -209,14 +213,15 @@ def _gate_dispatcher(tmp_path, overrides, calls):
             return {"framework": fw, "model": gridlib.model_name(model)}
         return type("Handle", (), {"gate": _Call(gate)})()
 
-    d.actors = [ActorHandle(handle(fw), fw, slot, state="ready") for fw in ("keras", "pytorch", "fake")]
-    return cfg, d
+    actors = [ActorRecord(handle(fw), fw, slot, state="ready") for fw in ("keras", "pytorch", "fake")]
+    return cfg, run_gate(_StubRay, actors, cells, cfg, {"max_retries": 0, "parity_tolerance": 1e-4})
 
 
 def test_parity_gate_runs_once_per_model_over_the_real_frameworks(tmp_path, monkeypatch):
     import frameworks.parity
 
-    from runner.sweep import SweepError, _check_gate
+    from runner.gate import check_gate
+    from runner.outcome import SweepError
 
     def compare(outputs, tolerance):  # stand-in: capstone_cnn "differs"
         model = next(iter(outputs.values()))["model"]
@@ -226,26 +231,25 @@ def test_parity_gate_runs_once_per_model_over_the_real_frameworks(tmp_path, monk
     calls = []
     overrides = ["grid.framework=[keras,pytorch,fake]", "grid.seed=[3,4]", "+grid.model=[small_cnn,capstone_cnn]",
                  "+grid.precision=[fp32,mixed_bf16]", "data.image_size=64"]
-    cfg, d = _gate_dispatcher(tmp_path, overrides, calls)
-    record = d.parity_gate(cfg)
-    assert record["frameworks"] == ["keras", "pytorch"]  # the fake framework builds no spec: skipped
+    cfg, record = _gate_run(tmp_path, overrides, calls)
+    assert record.frameworks == ["keras", "pytorch"]  # the fake framework builds no spec: skipped
     # Once per model (not per seed or precision), in fp32, on the first cell's seed.
     assert sorted(calls) == sorted((fw, m, "fp32", 3, "cpu") for fw in ("keras", "pytorch")
                                    for m in ("small_cnn", "capstone_cnn"))
-    assert [(c["model"], c["status"]) for c in record["checks"]] == [("small_cnn", "passed"),
-                                                                     ("capstone_cnn", "failed")]
-    assert record["status"] == "failed" and "max |Δ logits| 0.3" in record["summary"]
+    assert [(c.model, c.status) for c in record.checks] == [("small_cnn", "passed"), ("capstone_cnn", "failed")]
+    assert record.status == "failed" and "max |Δ logits| 0.3" in record.summary
+    assert GateRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record  # what is written reads back
     # strict parity: a failed gate stops the sweep … unless allowed; framework_defaults expects differences.
     with pytest.raises(SweepError, match="runner.allow_parity_failure=true"):
-        _check_gate(record, cfg, {"allow_parity_failure": False})
-    _check_gate(record, cfg, {"allow_parity_failure": True})
-    _check_gate(record, compose_cfg(["parity=framework_defaults"]), {"allow_parity_failure": False})
+        check_gate(record, cfg, {"allow_parity_failure": False})
+    check_gate(record, cfg, {"allow_parity_failure": True})
+    check_gate(record, compose_cfg(["parity=framework_defaults"]), {"allow_parity_failure": False})
 
 
 def test_parity_gate_is_skipped_without_two_real_frameworks(tmp_path):
     calls = []
-    cfg, d = _gate_dispatcher(tmp_path, ["grid.framework=[fake,pytorch]"], calls)
-    assert d.parity_gate(cfg)["status"] == "skipped" and calls == []
+    _, record = _gate_run(tmp_path, ["grid.framework=[fake,pytorch]"], calls)
+    assert record.status == "skipped" and calls == []
 
 
 def test_no_deep_learning_framework_was_imported():

@@ -9,7 +9,7 @@ import json
 
 from runner_support import no_framework_imported, run_cli, runs
 
-from runner.results import RUNS_SCHEMA, read_metadata
+from core.results import RUNS_SCHEMA, read_metadata
 
 
 

@@ -25,8 +25,10 @@ from runner_support import compose_cfg, fragment_ids, no_framework_imported, run
 
 from runner import PROJECT_ROOT
 from runner.grid import GridError
-from runner.results import RUNS_SCHEMA, consolidate, ok_cell_ids, read_metadata
-from runner.sweep import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, run_sweep
+from core.results import RUNS_SCHEMA, read_metadata
+from runner.results import consolidate, ok_cell_ids
+from runner.outcome import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from runner.sweep import run_sweep
 
 ray = pytest.importorskip("ray")
 

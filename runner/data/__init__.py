@@ -13,10 +13,10 @@ Public API::
 """
 from __future__ import annotations
 
-from runner.data.augment import AUGMENTATIONS, apply_augment, augment_flags, epoch_batches
+from core.batches import AUGMENTATIONS, apply_augment, augment_flags, epoch_batches
 from runner.data.cache import CACHE_VERSION, PreparedDataset, build_source, prepare, resolve_config
 from runner.data.card import dataset_card
-from runner.data.errors import DataError
+from core.errors import DataError
 
 __all__ = [
     "AUGMENTATIONS", "CACHE_VERSION", "DataError", "PreparedDataset", "apply_augment", "augment_flags",

@@ -32,9 +32,10 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from runner.data.errors import DataError
+from core.atomic import atomic_write
+from core.errors import DataError
+from core.seeding import rng
 from runner.data.sources import RESAMPLE, Source
-from runner.seeding import rng
 
 try:  # POSIX; elsewhere the atomic directory rename alone keeps concurrent preparers safe
     import fcntl
@@ -222,20 +223,6 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
         os.fsync(handle.fileno())
 
 
-def _atomic_write(path: Path, write) -> None:
-    """``write(handle)`` into a temp file beside ``path``, then ``os.replace``; no partial file ever."""
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 # --- images --------------------------------------------------------------------------------------
 
 def _read_meta(images_dir: Path, key: str) -> dict[str, Any] | None:
@@ -379,7 +366,7 @@ def _ensure_split(images_dir: Path, pixels: str, x: np.ndarray, y: np.ndarray, c
              "split_hash": split_hash(pixels, test_fraction, val_fraction, seed, train, val, test)}
     # Deterministic content: two processes racing here write identical files; os.replace keeps one.
     try:
-        _atomic_write(path, lambda handle: np.savez(handle, **{k: np.asarray(v) for k, v in split.items()}))
+        atomic_write(path, fsync=True, write=lambda handle: np.savez(handle, **{k: np.asarray(v) for k, v in split.items()}))
     except OSError as exc:
         raise DataError(f"cannot write the split file {path}: {exc}") from exc
     return split, path, False

@@ -25,8 +25,8 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from runner.data.errors import DataError
-from runner.seeding import rng
+from core.errors import DataError
+from core.seeding import rng
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 # Pillow's bilinear filter is area-aware when shrinking (its support grows with the scale), so it

@@ -1,4 +1,4 @@
-"""The one exception the data layer raises for bad input (paths, layouts, images, options)."""
+"""Error types raised in the ground floor and caught above it."""
 from __future__ import annotations
 
 

@@ -1,20 +1,43 @@
-"""Seeded per-epoch batch plans: one permutation and one set of augmentation draws per (seed, epoch).
+"""The epoch plan: one seeded permutation and one set of augmentation draws per (seed, epoch), and
+the ONE numpy reference of the augmentation.
 
 Every framework receives the same ``Batches`` and applies exactly these draws natively, so
 Keras and PyTorch see the same pictures in the same order. ``apply_augment`` is the numpy
-reference the adapters' tests compare their native transforms against.
+reference: the numpy-fed pipelines use it directly and the adapters' tests compare their native
+transforms against it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
-from frameworks.base import Batches
-from runner.data.errors import DataError
-from runner.seeding import rng
+from core.errors import DataError
+from core.seeding import rng
 
 AUGMENTATIONS = ("hflip", "vflip", "rot90")
+
+
+@dataclass
+class Batches:
+    """One epoch's batches, as index arrays into the prepared dataset and per-sample augmentation.
+
+    ``order`` is the epoch's seeded permutation of the train indices; batches are consecutive
+    slices of ``batch_size`` (last one partial, never dropped). ``hflip``/``vflip`` are bool and
+    ``rot90`` is in {0,1,2,3} (counter-clockwise quarter turns), aligned with ``order``.
+    Augmentations are applied in the order: hflip, vflip, rot90.
+    """
+
+    x: np.ndarray  # uint8 (N, H, W, C): the whole prepared image array (indexed by ``order``)
+    y: np.ndarray  # int64 (N,)
+    order: np.ndarray  # int64 (n,)
+    hflip: np.ndarray  # bool (n,)
+    vflip: np.ndarray  # bool (n,)
+    rot90: np.ndarray  # int8 (n,)
+    batch_size: int
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))  # per-channel, in [0, 1] units
+    std: np.ndarray = field(default_factory=lambda: np.ones(3, np.float32))
 
 
 def augment_flags(augment_cfg: Mapping[str, Any] | None) -> dict[str, bool]:

@@ -17,7 +17,7 @@ from typing import Literal, Union
 
 import numpy as np
 
-from runner.seeding import rng
+from core.seeding import rng
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,233 @@
+"""The actors: one long-lived Ray actor per (slot, framework), and the driver's record of each.
+
+``CellWorker`` is the body of an actor: it runs cells of one framework on one slot, keeping
+adapters warm, so imports and compilation are paid once per actor. Its environment
+(``KERAS_BACKEND``, TF memory growth, JAX no-preallocation, thread counts) is set through
+``runtime_env`` before any import (``actor_env``). The actors of one slot share the slot's
+resources (each asks ``1/F`` of its GPU or CPUs).
+
+``ActorPool`` starts them, records where each really runs (following Ray if it packed one onto
+another GPU), re-probes one that Ray is restarting after a death, and stops them.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from core.text import one_line
+from runner.outcome import SweepError
+from runner.slots import Slot
+
+log = logging.getLogger("runner.sweep")
+
+#: How many times a restarting actor is asked where it runs (every 0.5 s) before it counts as dead.
+MAX_PROBES = 600
+
+
+def actor_env(framework_cfg: Mapping[str, Any], parity_cfg: Mapping[str, Any], kind: str) -> dict[str, str]:
+    """Environment of a framework's actor: read by the frameworks at import, so it is set at process start."""
+    env = {
+        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+        "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # TF would otherwise grab all GPU memory at start
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # JAX likewise (75 % by default)
+        "TF_CPP_MIN_LOG_LEVEL": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    name = str(framework_cfg.get("name"))
+    if name.startswith("keras"):
+        env["KERAS_BACKEND"] = str(framework_cfg.get("backend"))
+    threads = parity_cfg.get("cpu_threads")
+    if threads:
+        # Ray sets OMP_NUM_THREADS to the actor's (fractional → 1) CPU request; parity says otherwise.
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+            env[var] = str(int(threads))
+    if kind == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU cell on a GPU node must not touch the GPUs
+    return env
+
+
+def _where() -> dict[str, Any]:
+    import ray
+
+    gpu_ids = []
+    for g in ray.get_gpu_ids():
+        try:
+            gpu_ids.append(int(g))
+        except (TypeError, ValueError):
+            pass
+    return {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid(),
+            "gpu_ids": gpu_ids, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+class CellWorker:
+    """The body of an actor: runs cells of one framework on one slot, keeping adapters warm."""
+
+    def __init__(self, framework: str, slot_key: str) -> None:
+        self.framework = framework
+        self.slot_key = slot_key
+        self.adapter_cache: dict = {}
+        import runner.cell  # noqa: F401  (its metrics stack loads while the actor starts, not in a cell's time)
+
+    def where(self) -> dict[str, Any]:
+        return _where()
+
+    def run(self, cell: dict[str, Any], sweep_id: str, context: dict[str, Any]) -> dict[str, Any]:
+        from runner.cell import run_cell
+
+        here = _where()
+        ctx = dict(context, node_id=here["node_id"], host=here["host"],
+                   gpu_index=here["gpu_ids"][0] if here["gpu_ids"] else None)
+        t0 = time.time()
+        result = run_cell(cell, sweep_id=sweep_id, context=ctx, adapter_cache=self.adapter_cache)
+        return {"cell_id": result.cell_id, "status": result.status, "error": result.error,
+                "tables": result.tables, "where": here, "seconds": time.time() - t0}
+
+    def gate(self, model_cfg: dict, data_cfg: dict, parity_cfg: dict, seed: int, device: str) -> dict[str, Any]:
+        from frameworks.parity import gate_outputs
+        from runner.data import prepare
+
+        ds = prepare(data_cfg, seed)  # the real class count and image size (the cells need this cache anyway)
+        return gate_outputs(self.framework, model_cfg, int(ds.num_classes), int(ds.image_size), parity_cfg,
+                            seed=seed, device=device)
+
+
+@dataclass(eq=False)
+class ActorRecord:
+    """The driver's record of one actor: its Ray handle, framework, slot and lifecycle state."""
+
+    handle: Any  # Ray's actor handle
+    framework: str
+    slot: Slot
+    where: dict[str, Any] = field(default_factory=dict)
+    state: str = "starting"  # starting | ready | probing (restarting after a death) | dead | unusable
+    probe_failures: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.framework}@{self.slot.label}"
+
+    @property
+    def usable(self) -> bool:
+        """Can run a cell now or soon."""
+        return self.state in ("starting", "ready", "probing")
+
+
+class ActorPool:
+    """Starts one actor per (slot, framework), tracks where each runs, re-probes restarting ones."""
+
+    def __init__(self, ray, slots: Sequence[Slot], runner_cfg: Mapping[str, Any]) -> None:
+        self.ray = ray
+        self.slots = list(slots)
+        self.runner_cfg = runner_cfg
+        self.actors: list[ActorRecord] = []
+        self.probes: dict[Any, ActorRecord] = {}  # ObjectRef of where() → actor
+        self.reprobe: dict[ActorRecord, float] = {}  # restarting actor → when to ask again
+
+    def start(self, cells: Sequence[Mapping[str, Any]], parity_cfg: Mapping[str, Any]) -> None:
+        """One actor per framework per slot that has a cell for it; waits until all are placed."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        remote_cls = self.ray.remote(CellWorker)
+        framework_cfgs = {c["framework"]["name"]: c["framework"] for c in cells}
+        # Slot-major creation order: with fractional GPU requests, Ray fills one GPU before the next,
+        # so each GPU ends up with one actor per framework (checked below against where()).
+        for slot in self.slots:
+            names = sorted({c["framework"]["name"] for c in cells if slot.accepts(c["device"])})
+            if not names:
+                continue
+            share = math.floor(1e4 / len(names)) / 1e4  # Ray's resource granularity is 1e-4
+            for name in names:
+                options: dict[str, Any] = {
+                    "max_restarts": -1, "max_task_retries": 0,
+                    "runtime_env": {"env_vars": actor_env(framework_cfgs[name], parity_cfg, slot.kind)},
+                    "scheduling_strategy": NodeAffinitySchedulingStrategy(slot.node_id, soft=False),
+                }
+                if slot.kind == "gpu":
+                    options.update(num_gpus=share, num_cpus=0)
+                else:
+                    options.update(num_gpus=0, num_cpus=math.floor(slot.cpus * share * 1e4) / 1e4)
+                self.actors.append(ActorRecord(remote_cls.options(**options).remote(name, slot.key), name, slot))
+        self._wait_placed()
+
+    def _wait_placed(self) -> None:
+        timeout = float(self.runner_cfg.get("actor_start_timeout_s", 600))
+        refs = {a.handle.where.remote(): a for a in self.actors}
+        ready, pending = self.ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+        if pending:
+            stuck = ", ".join(refs[r].label for r in pending)
+            raise SweepError(f"actors not placed within {timeout:.0f}s: {stuck} (cluster resources: "
+                             f"{self.ray.available_resources()}); raise runner.actor_start_timeout_s or free resources")
+        for ref in ready:
+            self.placed(refs[ref], ref)
+        alive = [a for a in self.actors if a.state == "ready"]
+        if not alive:
+            raise SweepError("no actor could start: " + "; ".join(a.where.get("error", "?") for a in self.actors))
+        log.info("actors ready: %s", ", ".join(f"{a.label} (pid {a.where.get('pid')}"
+                                                 + (f", CUDA_VISIBLE_DEVICES={a.where.get('cuda_visible_devices')}"
+                                                    if a.slot.kind == "gpu" else "") + ")" for a in alive))
+
+    def placed(self, actor: ActorRecord, ref) -> None:
+        """Record where an actor runs (after start or restart); follow it if Ray put it on another GPU."""
+        try:
+            actor.where = self.ray.get(ref)
+        except self.ray.exceptions.ActorUnavailableError as exc:
+            actor.probe_failures += 1  # restarting: ask again shortly, within reason
+            if actor.probe_failures <= MAX_PROBES:
+                actor.state = "probing"
+                self.reprobe[actor] = time.time() + 0.5
+                return
+            actor.state = "dead"
+            actor.where = {"error": f"{actor.label}: {one_line(exc, 500)}"}
+            log.error("actor %s did not come back: %s", actor.label, one_line(exc, 500))
+            return
+        except self.ray.exceptions.RayError as exc:
+            actor.state = "dead"
+            actor.where = {"error": f"{actor.label}: {one_line(exc, 500)}"}
+            log.error("actor %s is gone: %s", actor.label, one_line(exc, 500))
+            return
+        actor.probe_failures = 0
+        actor.state = "ready"
+        if actor.slot.kind == "gpu":
+            self._follow_gpu(actor)
+
+    def _follow_gpu(self, actor: ActorRecord) -> None:
+        gpu_ids = actor.where.get("gpu_ids") or []
+        slot = next((s for s in self.slots if s.node_id == actor.where["node_id"] and s.kind == "gpu"
+                     and gpu_ids and s.index == gpu_ids[0]), None)
+        if slot is None:
+            log.warning("actor %s reports GPU %s on node %s, which is no known slot; not used",
+                        actor.label, gpu_ids, actor.where.get("node_id"))
+            actor.state = "unusable"
+            return
+        if slot.key != actor.slot.key:  # Ray packed it elsewhere: follow the GPU it really holds
+            log.warning("actor %s runs on %s (GPU %s)", actor.label, slot.label, gpu_ids)
+            actor.slot = slot
+
+    def probe(self, actor: ActorRecord) -> None:
+        """Ask a (possibly restarting) actor where it runs; no cell goes to it until it answers."""
+        actor.state = "probing"
+        self.probes[actor.handle.where.remote()] = actor
+
+    def submit_due_probes(self) -> None:
+        now = time.time()
+        for actor, due in list(self.reprobe.items()):
+            if due <= now:
+                del self.reprobe[actor]
+                self.probe(actor)
+
+    def stop(self, kill: bool) -> None:
+        """Stop the actors and what they run (on a shared cluster they must not outlive the sweep).
+
+        A local Ray that this sweep started is shut down whole instead (``kill=False``).
+        """
+        if kill:
+            for actor in self.actors:
+                try:
+                    self.ray.kill(actor.handle, no_restart=True)
+                except Exception:
+                    pass

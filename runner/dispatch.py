@@ -1,0 +1,231 @@
+"""Dispatch: cells leave a queue onto idle slots, results come back and are written at once, a
+cell whose actor died is retried.
+
+Cells leave the queue in the order given (seeded, framework-interleaved: ``runner.grid.interleave``).
+The driver holds a per-slot lock, so one timing cell runs per device at a time. Each result travels
+back to the driver, which writes it at once as an atomic fragment (no shared filesystem needed). A
+dead actor (kill -9, OOM) is restarted by Ray and its cell retried up to ``runner.max_retries``
+times; a cell that raised outside ``run_cell``'s own guard is recorded as failed, not retried.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from core.text import one_line
+from runner import grid as gridlib
+from runner import results
+from runner.actors import ActorPool, ActorRecord
+from runner.outcome import cell_label
+from runner.progress import ProgressState, progress_view
+from runner.slots import Slot
+
+log = logging.getLogger("runner.sweep")
+
+
+@dataclass
+class _Queued:
+    cell: dict[str, Any]
+    cell_id: str
+    attempt: int = 1
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Running:
+    item: _Queued
+    actor: ActorRecord
+    slot: Slot
+    start: float
+    start_utc: datetime
+
+
+class Dispatcher:
+    """Owns the queue, the per-slot locks and the retries; writes each result as it arrives."""
+
+    def __init__(self, pool: ActorPool, cells: Sequence[dict[str, Any]], runner_cfg: Mapping[str, Any],
+                 sweep_id: str, out_dir: Path, git_sha: str) -> None:
+        from runner.cell import cell_id
+
+        self.ray = pool.ray
+        self.pool = pool
+        self.slots = pool.slots
+        self.runner_cfg = runner_cfg
+        self.sweep_id = sweep_id
+        self.out_dir = out_dir
+        self.git_sha = git_sha
+        self.queue = [_Queued(c, cell_id(c)) for c in cells]
+        self.held: dict[str, str] = {}  # lock → slot key holding it
+        self.running: dict[Any, _Running] = {}  # ObjectRef → what runs
+        self.finished: list[str] = []
+        self.max_retries = int(runner_cfg["max_retries"])
+        self.first_dispatch: float | None = None
+        self.last_result: float | None = None
+        self.state = ProgressState(total=len(self.queue), slots=len(self.slots))
+
+    @property
+    def dispatch_seconds(self) -> float:
+        if self.first_dispatch is None or self.last_result is None:
+            return 0.0
+        return self.last_result - self.first_dispatch
+
+    # ---- the loop --------------------------------------------------------------------------
+    def run(self) -> None:
+        pool = self.pool
+        with progress_view(self.state, bool(self.runner_cfg.get("progress", True))) as view:
+            while self.queue or self.running:
+                pool.submit_due_probes()
+                self._dispatch()
+                waitable = list(self.running) + list(pool.probes)
+                if not waitable:
+                    if pool.reprobe:  # an actor is restarting: ask again shortly
+                        time.sleep(0.1)
+                        continue
+                    # Nothing can change any more: what is still queued has no actor that can run it.
+                    for item in list(self.queue):
+                        self.queue.remove(item)
+                        self._record_failure(item, None, None, "no ready actor can run it: "
+                                             + "; ".join(item.errors[-1:] or ["actors unusable"]))
+                    continue
+                ready, _ = self.ray.wait(waitable, num_returns=1, timeout=0.5)
+                for ref in ready:
+                    if ref in pool.probes:
+                        pool.placed(pool.probes.pop(ref), ref)
+                        continue
+                    run = self.running.pop(ref)
+                    out, error = self._fetch(ref)
+                    if error is not None and not isinstance(error, self.ray.exceptions.RayTaskError):
+                        # The process died: no cell goes to this actor until Ray has restarted it.
+                        pool.probe(run.actor)
+                    self._release(run)
+                    self._dispatch()  # the slot is free: keep it busy before writing the result
+                    self._collect(run, out, error)
+                view.update()
+
+    # ---- dispatch ----------------------------------------------------------------------------
+    def _idle(self, slot: Slot) -> bool:
+        return not any(lock in self.held for lock in slot.locks)
+
+    def _candidates(self, item: _Queued) -> list[ActorRecord]:
+        fw, device = item.cell["framework"]["name"], item.cell["device"]
+        return [a for a in self.pool.actors if a.usable and a.framework == fw and a.slot.accepts(device)]
+
+    def _dispatch(self) -> None:
+        for item in list(self.queue):
+            if all(not self._idle(s) for s in self.slots):
+                return
+            candidates = self._candidates(item)
+            if not candidates:  # every actor that could run it is gone for good
+                self.queue.remove(item)
+                self._record_failure(item, None, None, "no live actor for framework "
+                                     f"{item.cell['framework']['name']} on device {item.cell['device']}: "
+                                     + "; ".join(item.errors[-1:]))
+                continue
+            actor = next((a for a in candidates if a.state == "ready" and self._idle(a.slot)), None)
+            if actor is None:
+                continue
+            self.queue.remove(item)
+            self._start(item, actor)
+
+    def _start(self, item: _Queued, actor: ActorRecord) -> None:
+        slot = actor.slot
+        for lock in slot.locks:
+            self.held[lock] = slot.key
+        context = {"attempt": item.attempt, "concurrency": slot.concurrency, "git_sha": self.git_sha}
+        ref = actor.handle.run.remote(item.cell, self.sweep_id, context)
+        now = time.time()
+        self.first_dispatch = self.first_dispatch or now
+        self.running[ref] = _Running(item, actor, slot, now, datetime.now(timezone.utc))
+        self.state.running[actor.label] = (f"{item.cell_id} seed={item.cell['seed']} "
+                                           f"batch={item.cell['train']['batch_size']}", now)
+        log.info("start %s on %s (attempt %d)", cell_label(item.cell), actor.label, item.attempt)
+
+    def _release(self, run: _Running) -> None:
+        for lock in run.slot.locks:
+            if self.held.get(lock) == run.slot.key:
+                del self.held[lock]
+        self.state.running.pop(run.actor.label, None)
+
+    # ---- results -----------------------------------------------------------------------------
+    def _fetch(self, ref) -> tuple[dict[str, Any] | None, BaseException | None]:
+        try:
+            return self.ray.get(ref), None
+        except self.ray.exceptions.RayError as exc:
+            return None, exc
+
+    def _collect(self, run: _Running, out: dict[str, Any] | None, error: BaseException | None) -> None:
+        item = run.item
+        self.last_result = time.time()
+        seconds = self.last_result - run.start
+        if isinstance(error, self.ray.exceptions.RayTaskError):  # a bug outside run_cell's own guard: not retried
+            cause = error.as_instanceof_cause() if hasattr(error, "as_instanceof_cause") else error
+            self._record_failure(item, run, seconds, one_line(cause, 500), tb=str(error))
+            return
+        if error is not None:  # the process died (kill -9, OOM, node lost)
+            self._retry_or_fail(item, run, seconds, error)
+            return
+        assert out is not None
+        tables = out["tables"]
+        for row in tables.get("runs", []):
+            # The runner owns these columns: they describe where/how the cell ran, not what it computed.
+            row.update(attempt=item.attempt, concurrency=run.slot.concurrency)
+        results.write_fragment(self.out_dir, out["cell_id"], tables, metadata={"sweep_id": self.sweep_id})
+        self.finished.append(out["cell_id"])
+        if out["status"] == "ok":
+            self.state.done_ok += 1
+        else:
+            self.state.failed += 1
+        self.state.cell_seconds.append(seconds)
+        log.info("finish %s on %s: %s in %.1fs%s", cell_label(item.cell), run.actor.label, out["status"], seconds,
+                 f" — {out['error']}" if out.get("error") else "")
+
+    def _retry_or_fail(self, item: _Queued, run: _Running, seconds: float, error: BaseException) -> None:
+        message = f"actor {run.actor.label} died during attempt {item.attempt}: {one_line(error, 500)}"
+        item.errors.append(message)
+        if item.attempt <= self.max_retries:
+            log.warning("%s; retrying %s (attempt %d of %d)", message, item.cell_id, item.attempt + 1,
+                        self.max_retries + 1)
+            item.attempt += 1
+            self.state.retries += 1
+            self.queue.insert(0, item)  # next in line, so it stays near its interleaved block
+        else:
+            self._record_failure(item, run, seconds, f"gave up after {item.attempt} attempt(s): {message}")
+
+    def _record_failure(self, item: _Queued, run: _Running | None, seconds: float | None, error: str,
+                        tb: str | None = None) -> None:
+        row = failed_row(item.cell, self.sweep_id, error, tb or "\n".join(item.errors), item.attempt,
+                         run.slot.concurrency if run else None, run.start_utc if run else None,
+                         run.actor.where if run else {}, self.git_sha)
+        results.write_fragment(self.out_dir, item.cell_id, {"runs": [row]}, metadata={"sweep_id": self.sweep_id})
+        self.finished.append(item.cell_id)
+        self.state.failed += 1
+        if seconds is not None:
+            self.state.cell_seconds.append(seconds)
+        log.error("finish %s: failed — %s", cell_label(item.cell), error)
+
+
+def failed_row(cell: Mapping[str, Any], sweep_id: str, error: str, tb: str, attempt: int, concurrency: int | None,
+               start: datetime | None, where: Mapping[str, Any], git_sha: str) -> dict[str, Any]:
+    """A ``runs`` row for a cell that produced no row of its own (its actor died, or it never started)."""
+    from runner.cell import cell_id, config_hash
+
+    parity = cell.get("parity", {})
+    gpu_ids = where.get("gpu_ids") or []
+    return {
+        "sweep_id": sweep_id, "cell_id": cell_id(cell), "config_hash": config_hash(cell),
+        "framework": cell["framework"].get("name"), "backend": cell["framework"].get("backend"),
+        "model": gridlib.model_name(cell["model"]), "data": cell["data"].get("name"),
+        "seed": int(cell["seed"]), "batch_size": int(cell["train"]["batch_size"]),
+        "epochs": cell["train"].get("epochs"), "device": str(cell["device"]),
+        "device_kind": "gpu" if str(cell["device"]).startswith("gpu") else "cpu",
+        "precision_policy": parity.get("precision"), "compile_policy": parity.get("compile"),
+        "parity_mode": parity.get("mode"), "cpu_threads": parity.get("cpu_threads"),
+        "attempt": attempt, "concurrency": concurrency, "host": where.get("host"), "node_id": where.get("node_id"),
+        "gpu_index": gpu_ids[0] if gpu_ids else None, "git_sha": git_sha,
+        "start_time": start, "end_time": datetime.now(timezone.utc) if start else None,
+        "status": "failed", "error": error, "traceback": tb or None,
+    }

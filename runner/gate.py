@@ -1,0 +1,85 @@
+"""The equivalence gate of a sweep: ``frameworks.parity.gate_outputs`` in each real framework's
+actor, ``compare`` on the driver, once per distinct (model, data); and the decision whether a
+failed gate stops the sweep."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Mapping, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from core.gate import GateCheck, GateRecord
+from core.text import one_line
+from runner import grid as gridlib
+from runner.actors import ActorRecord
+from runner.outcome import SweepError
+
+log = logging.getLogger("runner.sweep")
+
+PARITY_GATE_FILE = "parity_gate.json"
+#: Frameworks the equivalence gate skips: the fake one builds no ModelSpec.
+GATE_SKIP = {"fake"}
+
+
+def run_gate(ray, actors: Sequence[ActorRecord], cells: Sequence[Mapping[str, Any]], cfg: DictConfig,
+             runner_cfg: Mapping[str, Any]) -> GateRecord:
+    """One check per distinct (model, data) of ``cells``, over their real frameworks."""
+    frameworks = sorted({c["framework"]["name"] for c in cells} - GATE_SKIP)
+    record = GateRecord.new(frameworks)
+    if len(frameworks) < 2:
+        record.status, record.summary = "skipped", f"fewer than two real frameworks ({frameworks or 'none'})"
+        log.info("equivalence gate skipped: %s", record.summary)
+        return record
+    from frameworks.parity import compare
+
+    tolerance = float(runner_cfg.get("parity_tolerance", 1e-4))
+    parity_cfg = OmegaConf.to_container(cfg.parity, resolve=True)
+    # The gate checks the model definitions, not the speed policies: fp32 and eager everywhere.
+    parity_cfg = dict(parity_cfg, precision="fp32", compile="off")
+    groups: dict[str, tuple[dict, dict, int]] = {}
+    for cell in cells:  # the first cell's seed: its dataset split is prepared for the cells anyway
+        key = json.dumps([cell["model"], cell["data"]], sort_keys=True, default=str)
+        groups.setdefault(key, (cell["model"], cell["data"], int(cell["seed"])))
+    for model_cfg, data_cfg, seed in groups.values():
+        check = GateCheck(model=gridlib.model_name(model_cfg), data=data_cfg.get("name"), seed=seed,
+                          tolerance=tolerance, parity=parity_cfg, status="error")
+        outputs = _gate_outputs(ray, actors, frameworks, check, model_cfg, data_cfg, parity_cfg, seed)
+        if not check.errors:
+            check.comparison = compare(outputs, tolerance=tolerance)
+            check.status = "passed" if check.comparison["passed"] else "failed"
+        record.checks.append(check)
+        log.info("equivalence gate %s × %s over %s: %s", check.model, check.data, frameworks, check.status.upper())
+    return record.conclude()
+
+
+def _gate_outputs(ray, actors, frameworks, check: GateCheck, model_cfg, data_cfg, parity_cfg, seed) -> dict[str, Any]:
+    """Each framework's gate outputs, computed in parallel in its ready actor; errors go into ``check``."""
+    refs = {}
+    for fw in frameworks:
+        actor = next((a for a in actors if a.framework == fw and a.state == "ready"), None)
+        if actor is None:
+            check.errors[fw] = "no running actor"
+            continue
+        refs[fw] = actor.handle.gate.remote(model_cfg, data_cfg, parity_cfg, seed, actor.slot.kind)
+    outputs = {}
+    for fw, ref in refs.items():
+        try:
+            outputs[fw] = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            check.errors[fw] = one_line(exc, 500)
+    return outputs
+
+
+def check_gate(gate: GateRecord, cfg: DictConfig, runner_cfg: Mapping[str, Any]) -> None:
+    """A failed/errored gate stops a strict-parity sweep (``SweepError``) unless allowed; else a warning."""
+    if gate.status not in ("failed", "error"):
+        return
+    log.error("EQUIVALENCE GATE %s: %s (see %s)", gate.status.upper(), gate.summary, PARITY_GATE_FILE)
+    strict = OmegaConf.select(cfg, "parity.mode") == "strict"
+    if strict and not runner_cfg.get("allow_parity_failure", False):
+        raise SweepError(f"the equivalence gate {gate.status} ({gate.summary}); the frameworks do not "
+                         "compute the same function, so timings would not compare like with like. "
+                         "Fix the parity settings, or run anyway with runner.allow_parity_failure=true")
+    log.warning("continuing despite the failed gate (%s); the report shows it",
+                "parity.mode is not strict" if not strict else "runner.allow_parity_failure=true")
