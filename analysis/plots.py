@@ -313,8 +313,10 @@ def learning_curves_figure(epochs: pd.DataFrame, style: dict) -> Figure | None:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(title + " (solid: train, dashed: validation)")
-        ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
+    # One legend for both panels, under them: inside, it sits on the curves.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
     return fig
 
 
@@ -339,8 +341,10 @@ def roc_zoom_box(curves: dict[str, np.ndarray], grid: np.ndarray = _FPR_GRID) ->
     # Zoom out to where the slowest curve reaches 0.99 (at least 1 %, at most 20 % FPR)…
     reach = max(grid[np.argmax(c >= min(0.99, c.max()))] for c in curves.values())
     x_max = float(np.clip(reach * 1.5, 0.01, 0.2))
-    # …and down to the lowest TPR any curve shows inside that window.
-    y_min = min(float(c[grid <= x_max].min()) for c in curves.values())
+    # …and down to the lowest TPR any curve shows inside that window, ignoring its first tenth, where
+    # every curve climbs from its value at FPR 0 (they enter the zoom from below).
+    window = (grid >= x_max / 10) & (grid <= x_max)
+    y_min = min(float(c[window].min()) for c in curves.values())
     y_min = float(np.clip(np.floor((y_min - 0.02) * 50) / 50, 0.0, 0.98))
     return x_max, y_min
 
