@@ -375,6 +375,22 @@ def test_speed_figure_needs_an_axis_that_varies(built, single):
     assert speed_axis(rows.assign(batch_size=[32, 64])) == "batch_size"
     assert speed_axis(rows.assign(device_label="cpu")) is None
 
+    import matplotlib.pyplot as plt
+
+    from analysis.plots import framework_style, scaling_figure
+
+    by_device = pd.DataFrame([{"metric": m, "framework": fw, "device_label": dev, "device_kind": dev.split()[0],
+                               "device_name": dev, "batch_size": 64, "estimate": 1.0, "ci_low": 0.9, "ci_high": 1.1}
+                              for m in ("median_epoch_seconds", "latency_p50_ms") for fw in ("keras", "pytorch")
+                              for dev in ("cpu", "cuda H100")])
+    fig = scaling_figure(by_device, framework_style(["keras", "pytorch"]))
+    try:  # one batch size, two devices: devices on the x axis, one line per framework joining them
+        assert [ax.get_xlabel() for ax in fig.axes] == ["device", "device"]
+        assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["cpu", "cuda H100"]
+        assert len(fig.axes[0].get_lines()) >= 2
+    finally:
+        plt.close(fig)
+
 
 def test_paired_seed_figure_joins_each_seed(built, single):
     svg = _svg(single[1], "Per-seed paired values")
