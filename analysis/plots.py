@@ -164,7 +164,8 @@ def forest_figure(pairs: pd.DataFrame, style: dict, max_rows: int = 40) -> Figur
         ax.grid(axis="y", alpha=0)
         if total > len(rows):
             ax.set_title(f"first {len(rows)} of {total} rows; all of them are in the tables", fontsize=8, loc="left")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+        if ax is axes[0, 0]:  # the band means the same in both panels: say it once
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
 
