@@ -92,13 +92,14 @@ PRIMARY: dict[str, tuple[str, ...]] = {
 # The columns that define a condition: two runs are paired when all of these and the seed agree.
 CONDITION_COLUMNS: tuple[str, ...] = (
     "data", "model", "epochs", "batch_size", "device_kind", "device_name",
-    "precision_policy", "compile_policy", "parity_mode",
+    "precision_policy", "execution_mode", "pipeline", "deterministic", "parity_mode",
 )
 
 CONDITION_LABELS: dict[str, str] = {
     "data": "data", "model": "model", "epochs": "epochs", "batch_size": "batch",
     "device_kind": "device", "device_name": "device name", "precision_policy": "precision",
-    "compile_policy": "compile", "parity_mode": "parity",
+    "execution_mode": "execution", "pipeline": "pipeline", "deterministic": "deterministic",
+    "parity_mode": "parity",
 }
 
 # Display order of frameworks; pairs are (earlier, later) so "keras vs pytorch" reads A = keras.

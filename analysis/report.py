@@ -331,7 +331,7 @@ def _failed_cells(runs: pd.DataFrame) -> list[dict]:
     out = []
     for r in failed.itertuples(index=False):
         cond = " · ".join(str(getattr(r, c)) for c in ("data", "model", "batch_size", "device_kind",
-                                                       "precision_policy", "compile_policy")
+                                                       "precision_policy", "execution_mode", "pipeline")
                           if getattr(r, c, None) is not None)
         err = str(r.error or "").strip()
         out.append({"framework": r.framework, "seed": int(r.seed), "condition": cond,

@@ -80,8 +80,12 @@ def _fmt_value(column: str, value) -> str:
         return f"batch {int(value)}"
     if column == "epochs":
         return f"{int(value)} epochs"
-    if column == "compile_policy":
-        return f"compile {value}"
+    if column == "execution_mode":
+        return f"execution {value}"
+    if column == "pipeline":
+        return f"pipeline {value}"
+    if column == "deterministic":
+        return "deterministic" if bool(value) else "non-deterministic"
     if column == "parity_mode":
         return f"parity {value}"
     return str(value)

@@ -45,7 +45,9 @@ _IDENTITY = [
     ("host", pa.string()),
     ("node_id", pa.string()),
     ("precision_policy", pa.string()),  # fp32 | tf32 | mixed_bf16
-    ("compile_policy", pa.string()),  # off | on
+    ("execution_mode", pa.string()),  # default | compiled (frameworks.base: what each runs as)
+    ("pipeline", pa.string()),  # device | native (where batches are made)
+    ("deterministic", pa.bool_()),  # deterministic kernels requested (read back in parity_knobs)
     ("parity_mode", pa.string()),
     ("cpu_threads", pa.int64()),
     ("concurrency", pa.int64()),  # timing cells sharing the node/device at once
@@ -58,7 +60,7 @@ _PROVENANCE = [
     ("end_time", pa.timestamp("us", tz="UTC")),
 ]
 _STATUS = [
-    ("status", pa.string()),  # ok | failed
+    ("status", pa.string()),  # ok | failed | skipped (a combination the framework cannot honour; reason in error)
     ("error", pa.string()),
     ("traceback", pa.string()),
 ]
@@ -85,7 +87,11 @@ _SPEED = [
     ("latency_p50_ms", pa.float64()),  # inference, batch 1, after warm-up
     ("latency_p90_ms", pa.float64()),
     ("latency_p99_ms", pa.float64()),
-    ("throughput_images_per_second", pa.float64()),  # inference at throughput_batch_size
+    ("latency_calls", pa.int64()),  # timed batch-1 calls (repeats driven by time: train.inference)
+    ("throughput_images_per_second", pa.float64()),  # inference at throughput_batch_size, median over calls
+    ("throughput_images_per_second_p10", pa.float64()),
+    ("throughput_images_per_second_p90", pa.float64()),
+    ("throughput_calls", pa.int64()),
     ("throughput_batch_size", pa.int64()),
     ("import_seconds", pa.float64()),  # framework import in this process (0 when already imported)
     ("time_to_first_step_seconds", pa.float64()),  # build + first training step
@@ -114,6 +120,11 @@ EPOCHS_SCHEMA = pa.schema([
     ("val_accuracy", pa.float64()),
     ("epoch_seconds", pa.float64()),  # training part only
     ("images_per_second", pa.float64()),
+    ("steps", pa.int64()),  # optimizer steps timed in this epoch
+    ("step_seconds_median", pa.float64()),  # per-step wall time (see frameworks.base.EpochStats)
+    ("step_seconds_p10", pa.float64()),
+    ("step_seconds_p90", pa.float64()),
+    ("step_seconds_p99", pa.float64()),
 ])
 
 PREDICTIONS_SCHEMA = pa.schema([

@@ -2,17 +2,33 @@
 
 Lifecycle inside one process (a Ray actor or ``python -m runner.cell``)::
 
-    adapter = get_adapter("pytorch", settings)   # imports the framework, applies threads/precision/determinism
-    adapter.build(spec, parity, weights)          # native model + optimizer; ported weights when given
+    adapter = get_adapter("pytorch", parity, device, pipeline)   # imports the framework, applies threads/precision/determinism
+    adapter.build(spec, train, weights)           # native model + optimizer in the execution mode; ported weights
     for epoch in range(E):
         stats = adapter.train_epoch(batches)      # the only part timed as "training" (by the caller)
-        loss, scores = adapter.evaluate(x, y)     # validation / test
-    adapter.predict(x)                            # timed for latency/throughput by the caller
+        loss, scores = adapter.evaluate(plan)     # validation / test (``eval_plan``)
+    handle = adapter.inference_input(x, mean, std)   # untimed: the batch where the pipeline keeps data
+    adapter.infer(handle)                         # timed for latency/throughput by the caller
     adapter.sync()                                # waits for queued device work before a clock is read
 
 Inputs are always the prepared dataset's uint8 NHWC arrays plus index/augmentation plans from
-``runner.data``; each adapter turns them into its own native pipeline (DataLoader / tf.data /
-PyDataset) and normalises with the dataset's train-split mean/std.
+``core.batches``. ``pipeline=device`` (default) keeps the images on the compute device and makes each
+batch there in whole-batch ops (``frameworks.pipeline``); ``pipeline=native`` uses the framework's own
+loading tools (DataLoader / tf.data / PyDataset). Both normalise with the train split's mean/std.
+
+Execution modes (``parity.execution``), the same words in every framework, read back into the knobs:
+
+=========  ==============================================  ===================================
+mode       Keras (``model.compile(jit_compile=…)``)          PyTorch
+=========  ==============================================  ===================================
+default    ``"auto"``: XLA on JAX, tf.function graph on     eager ``nn.Module``
+           TF (XLA on a TF GPU), eager on torch
+compiled   ``True``: XLA on JAX and TF, torch.compile on     ``torch.compile(model)``
+           the torch backend
+=========  ==============================================  ===================================
+
+Keras on JAX is never run op by op (both modes jit the step). A combination a framework cannot
+honour is listed in ``frameworks.knobs.unsupported`` and its cell is skipped with that reason.
 """
 from __future__ import annotations
 
@@ -25,6 +41,9 @@ import numpy as np
 
 from core.batches import Batches  # noqa: F401  (part of the contract; defined in the ground floor)
 from core.spec import ModelSpec
+from frameworks.pipeline import PipelineSettings
+
+EXECUTION_MODES = ("default", "compiled")
 
 
 @dataclass(frozen=True)
@@ -40,20 +59,23 @@ class ParitySettings:
     weight_init: str = "ported"  # ported | native
     loss_reduction: str = "mean"
     precision: str = "fp32"  # fp32 | tf32 | mixed_bf16
-    compile: str = "off"  # off | on
+    execution: str = "default"  # default | compiled (see the module doc)
     cpu_threads: int | None = 2
-    deterministic: bool = True
+    deterministic: bool = False
 
     @classmethod
     def from_config(cls, cfg: Any) -> "ParitySettings":
         data = dict(cfg)
+        if "compile" in data:
+            raise ValueError("parity.compile (off|on) was replaced by parity.execution (default|compiled)")
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown parity knob(s): {sorted(unknown)}; known: {sorted(known)}")
-        if "compile" in data and isinstance(data["compile"], bool):  # YAML reads a bare off/on as a bool
-            data["compile"] = "on" if data["compile"] else "off"
-        return cls(**data)
+        out = cls(**data)
+        if out.execution not in EXECUTION_MODES:
+            raise ValueError(f"parity.execution must be one of {list(EXECUTION_MODES)}, got {out.execution!r}")
+        return out
 
 
 @dataclass(frozen=True)
@@ -67,12 +89,35 @@ class TrainSettings:
 
 @dataclass
 class EpochStats:
-    """What ``train_epoch`` returns: mean training loss/accuracy over the epoch's samples."""
+    """What ``train_epoch`` returns: mean training loss/accuracy over the epoch's samples, and the
+    wall time of every optimizer step (end of step k-1 to end of step k, the first from the call's
+    start), measured where the device finished the step: CUDA events on a GPU, completion of the
+    step's outputs elsewhere — never a per-step host synchronisation the loop would not do anyway."""
 
     loss: float
     accuracy: float
     samples: int
     steps: int
+    step_seconds: list[float] | None = None
+
+
+def eval_plan(x: np.ndarray, y: np.ndarray, indices: np.ndarray, mean: np.ndarray, std: np.ndarray,
+              batch_size: int) -> Batches:
+    """A plan over ``x[indices]`` in order, without augmentation (validation / test)."""
+    n = len(indices)
+    return Batches(x=x, y=np.asarray(y, np.int64), order=np.asarray(indices, np.int64), hflip=np.zeros(n, bool),
+                   vflip=np.zeros(n, bool), rot90=np.zeros(n, np.int8), batch_size=int(batch_size),
+                   mean=np.asarray(mean, np.float32), std=np.asarray(std, np.float32))
+
+
+def check_plan(batches: Batches) -> None:
+    n = len(batches.order)
+    if not (len(batches.hflip) == len(batches.vflip) == len(batches.rot90) == n):
+        raise ValueError("Batches.order/hflip/vflip/rot90 must have the same length")
+    if batches.x.ndim != 4:
+        raise ValueError(f"Batches.x must be uint8 (N, H, W, C), got shape {batches.x.shape}")
+    if np.any(np.asarray(batches.rot90) % 2) and batches.x.shape[1] != batches.x.shape[2]:
+        raise ValueError(f"rot90 by an odd number of quarter turns needs square images, got {batches.x.shape[1:3]}")
 
 
 class Adapter(abc.ABC):
@@ -81,11 +126,17 @@ class Adapter(abc.ABC):
     name: str  # "pytorch", "keras", "keras_jax", "keras_torch"
     backend: str  # "torch", "tensorflow", "jax"
 
-    def __init__(self, parity: ParitySettings, device: str = "auto", framework: str | None = None) -> None:
+    def __init__(self, parity: ParitySettings, device: str = "auto", framework: str | None = None,
+                 pipeline: PipelineSettings | None = None) -> None:
         self.parity = parity
         self.device_request = device  # "auto" | "cpu" | "gpu"; Ray's CUDA_VISIBLE_DEVICES already pins the GPU
+        self.pipeline = pipeline or PipelineSettings()
         if framework is not None:
             self.name = framework
+
+    def set_pipeline(self, pipeline: PipelineSettings) -> None:
+        """Switch between ``device``/``native`` for the next cells (the device copy stays cached)."""
+        self.pipeline = pipeline
 
     # ---- environment ------------------------------------------------------------------
     @abc.abstractmethod
@@ -123,13 +174,23 @@ class Adapter(abc.ABC):
         """One epoch over ``batches`` through the framework's native input pipeline."""
 
     @abc.abstractmethod
-    def evaluate(self, x: np.ndarray, y: np.ndarray, mean: np.ndarray, std: np.ndarray,
-                 batch_size: int) -> tuple[float, np.ndarray]:
-        """Mean loss and class probabilities ``(n, num_classes)`` for uint8 images (eval mode)."""
+    def evaluate(self, plan: Batches) -> tuple[float, np.ndarray]:
+        """Mean loss and class probabilities ``(n, num_classes)`` over ``plan`` (no augmentation, eval mode),
+        through the same pipeline as training (``eval_plan`` builds one)."""
 
     @abc.abstractmethod
+    def inference_input(self, x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> Any:
+        """One uint8 NHWC batch made ready for ``infer`` where the pipeline keeps its data (untimed):
+        on the compute device for ``pipeline=device``, host memory for ``native``."""
+
+    @abc.abstractmethod
+    def infer(self, batch: Any) -> np.ndarray:
+        """Class probabilities for a batch from ``inference_input``: normalise + forward in eval /
+        inference mode and the execution mode of training, synchronised (timed by the caller)."""
+
     def predict(self, x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-        """Class probabilities for one uint8 batch, eval mode, synchronised (used for latency/throughput)."""
+        """Class probabilities for one uint8 batch (``infer(inference_input(...))``)."""
+        return self.infer(self.inference_input(x, mean, std))
 
     @abc.abstractmethod
     def sync(self) -> None:
@@ -162,5 +223,6 @@ def adapter_class(name: str) -> type[Adapter]:
     return getattr(importlib.import_module(module), cls)
 
 
-def get_adapter(name: str, parity: ParitySettings, device: str = "auto") -> Adapter:
-    return adapter_class(name)(parity=parity, device=device, framework=name)  # type: ignore[call-arg]
+def get_adapter(name: str, parity: ParitySettings, device: str = "auto",
+                pipeline: PipelineSettings | None = None) -> Adapter:
+    return adapter_class(name)(parity=parity, device=device, framework=name, pipeline=pipeline)  # type: ignore[call-arg]

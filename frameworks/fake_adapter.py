@@ -74,8 +74,9 @@ class FakeAdapter(Adapter):
     backend = "numpy"
     builds_spec = False  # run_cell: do not compare param_counts() with the spec's
 
-    def __init__(self, parity: ParitySettings, device: str = "auto", framework: str | None = None) -> None:
-        super().__init__(parity, device, framework)
+    def __init__(self, parity: ParitySettings, device: str = "auto", framework: str | None = None,
+                 pipeline=None) -> None:
+        super().__init__(parity, device, framework, pipeline)
         self._hooks: dict[str, Any] = {}
         self._seed: int | None = None
         self._spec: ModelSpec | None = None
@@ -158,9 +159,10 @@ class FakeAdapter(Adapter):
             "weight_init": f"zeros (softmax regression on {self._grid}x{self._grid} channel means; spec weights unused)",
             "loss": "softmax cross-entropy", "loss_reduction": "mean", "loss_from_logits": True,
             "output_activation": "softmax", "precision": "fp64", "compute_dtype": "float64",
-            "matmul_tf32": False, "conv_tf32": False, "compile": "off", "compile_detail": "numpy (no compilation)",
+            "matmul_tf32": False, "conv_tf32": False, "execution": self.parity.execution,
+            "compile_detail": "numpy (no compilation)", "memory_format": "NHWC",
             "cpu_threads_intra_op": None, "cpu_threads_inter_op": None, "deterministic": True,
-            "data_pipeline": "numpy slices + core.batches.apply_augment",
+            "pipeline": self.pipeline.name, "data_pipeline": "numpy slices + core.batches.apply_augment",
         })
 
     # ---- compute ----------------------------------------------------------------------
@@ -200,6 +202,7 @@ class FakeAdapter(Adapter):
         step_sleep = self._hook_float("step_sleep_s")
         lr = float(self._train.learning_rate)
         loss_sum, correct, samples, steps = 0.0, 0, 0, 0
+        marks = [time.perf_counter()]
         for lo in range(0, len(batches.order), batches.batch_size):
             idx = batches.order[lo: lo + batches.batch_size]
             sl = slice(lo, lo + len(idx))
@@ -217,9 +220,10 @@ class FakeAdapter(Adapter):
             steps += 1
             if step_sleep:
                 time.sleep(step_sleep)
+            marks.append(time.perf_counter())
         self._record("train_epoch", start)
         return EpochStats(loss=loss_sum / max(samples, 1), accuracy=correct / max(samples, 1),
-                          samples=samples, steps=steps)
+                          samples=samples, steps=steps, step_seconds=list(np.diff(marks)))
 
     def _adam_step(self, lr: float, grads: list[np.ndarray]) -> None:
         self._t += 1
@@ -233,16 +237,20 @@ class FakeAdapter(Adapter):
             v_hat = v / (1 - self._beta2 ** self._t)
             p -= lr * m_hat / (np.sqrt(v_hat) + self._eps)
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, mean: np.ndarray, std: np.ndarray,
-                 batch_size: int) -> tuple[float, np.ndarray]:
+    def evaluate(self, plan: Batches) -> tuple[float, np.ndarray]:
         self._require_built()
+        x, y, mean, std, batch_size = plan.x[plan.order], plan.y[plan.order], plan.mean, plan.std, plan.batch_size
         probs = np.concatenate([self._softmax(self._logits(self._features(self._normalise(x[i: i + batch_size], mean, std))))
                                 for i in range(0, len(x), batch_size)]) if len(x) else np.zeros((0, self.b.size))
         y = np.asarray(y)
         loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean()) if len(y) else float("nan")
         return loss, probs.astype(np.float32)
 
-    def predict(self, x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    def inference_input(self, x: np.ndarray, mean: np.ndarray, std: np.ndarray):
+        return np.asarray(x), mean, std
+
+    def infer(self, batch) -> np.ndarray:
+        x, mean, std = batch
         self._require_built()
         if not self._predicted_once:
             self._predicted_once = True
@@ -269,7 +277,7 @@ class FakeAdapter(Adapter):
         if not path:
             return
         line = json.dumps({"event": event, "pid": os.getpid(), "host": socket.gethostname(),
-                           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "niceness": os.nice(0),
                            "seed": self._seed, "start": start, "end": time.time()})
         with open(path, "a", encoding="utf-8") as fh:  # one short write per line: O_APPEND keeps lines whole
             fh.write(line + "\n")

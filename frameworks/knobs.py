@@ -39,13 +39,42 @@ KNOB_KEYS: tuple[str, ...] = (
     "compute_dtype",
     "matmul_tf32",
     "conv_tf32",
-    "compile",
+    "execution",
     "compile_detail",
+    "memory_format",
     "cpu_threads_intra_op",
     "cpu_threads_inter_op",
     "deterministic",
+    "pipeline",
     "data_pipeline",
 )
+
+
+#: Execution modes per framework (``parity.execution``) and what each runs as; ``None`` = impossible.
+#: Keras on JAX is never timed op by op: both modes jit the step with XLA.
+EXECUTION_TABLE: dict[str, dict[str, str]] = {
+    "pytorch": {"default": "eager nn.Module", "compiled": "torch.compile(model), inductor"},
+    "keras": {"default": "jit_compile='auto': tf.function graph on CPU, XLA on a GPU",
+              "compiled": "jit_compile=True: XLA"},
+    "keras_jax": {"default": "jit_compile='auto': jax.jit (XLA)", "compiled": "jit_compile=True: jax.jit (XLA)"},
+    "keras_torch": {"default": "jit_compile='auto': eager torch", "compiled": "jit_compile=True: torch.compile"},
+}
+
+
+def unsupported(framework: str, execution: str, deterministic: bool, device: str) -> str | None:
+    """Why ``framework`` cannot honour this combination (the cell is skipped with this reason), or None.
+
+    Framework-free, so the runner can ask before any actor imports anything."""
+    import shutil
+
+    if execution == "compiled" and framework == "keras" and deterministic:
+        return ("keras (TF) execution=compiled with deterministic=true: Keras switches XLA off when TensorFlow op "
+                "determinism is on (not every op has a deterministic XLA kernel), so the cell would silently run "
+                "the tf.function graph")
+    if (execution == "compiled" and framework in ("pytorch", "keras_torch") and device == "cpu"
+            and not (shutil.which("c++") or shutil.which("g++"))):
+        return f"{framework} execution=compiled is torch.compile (inductor), which needs a C++ compiler on CPU; none is on PATH"
+    return None
 
 
 def finish_knobs(knobs: dict[str, Any]) -> dict[str, Any]:

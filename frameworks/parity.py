@@ -62,7 +62,7 @@ DEFAULT_MIN_AGREEING_UPDATES = 0.999
 #: Knobs that must be equal in ``parity.mode=strict`` (the rest are descriptive).
 PARITY_KNOBS = ("batchnorm_momentum", "batchnorm_epsilon", "optimizer", "adam_beta_1", "adam_beta_2",
                 "adam_epsilon", "learning_rate", "weight_init", "loss_reduction", "loss_from_logits",
-                "output_activation", "precision", "compute_dtype", "matmul_tf32", "conv_tf32", "compile",
+                "output_activation", "precision", "compute_dtype", "matmul_tf32", "conv_tf32", "execution",
                 "cpu_threads_intra_op", "deterministic")
 _REL_FLOOR = 1e-3  # relative Δ = |a - b| / max(|a|, |b|, floor): logits near 0 do not blow it up
 _GATE_KEYS = ("frameworks", "num_classes", "image_size", "batch")

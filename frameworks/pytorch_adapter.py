@@ -1,5 +1,7 @@
-"""Native PyTorch: an ``nn.Module`` built from the ModelSpec (NCHW), a ``DataLoader`` over the shared
-epoch plan, and a hand-written training loop.
+"""Native PyTorch: an ``nn.Module`` built from the ModelSpec (NCHW), a hand-written training loop, and
+two input pipelines over the shared epoch plan: ``device`` (images resident on the compute device,
+whole-batch gather + normalise there) and ``native`` (a per-sample ``Dataset`` with torchvision v2
+transforms in a ``DataLoader`` with workers, pinned memory and persistent workers).
 
 Imported only inside the process that runs a PyTorch cell (never next to TensorFlow/JAX).
 """
@@ -7,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from collections import OrderedDict
 from contextlib import nullcontext
 from typing import Any
@@ -15,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from frameworks import pipeline as P
 from core import spec as S
-from frameworks.base import Adapter, Batches, EpochStats, ParitySettings, TrainSettings
+from frameworks.base import Adapter, Batches, EpochStats, ParitySettings, TrainSettings, check_plan
 from frameworks.knobs import cpu_name, finish_knobs, single_value
 
 # PyTorch's own defaults, used when a parity knob is None (parity=framework_defaults).
@@ -101,59 +105,111 @@ def read_weights(module: nn.Module, spec: S.ModelSpec) -> dict[str, np.ndarray]:
 
 
 # region: data-pipeline
-def augment_nhwc(images: torch.Tensor, hflip: torch.Tensor, vflip: torch.Tensor, rot90: torch.Tensor) -> torch.Tensor:
-    """Per-sample hflip (width) → vflip (height) → rot90 (counter-clockwise, like ``np.rot90``) on NHWC."""
-    images = torch.where(hflip[:, None, None, None], images.flip(2), images)
-    images = torch.where(vflip[:, None, None, None], images.flip(1), images)
-    for k in (1, 2, 3):
-        mask = rot90 == k
-        if bool(mask.any()):
-            images[mask] = torch.rot90(images[mask], k, dims=(1, 2))
-    return images
+class DeviceData:
+    """The prepared uint8 images on the compute device, once, as a bank of their eight dihedral
+    orientations (``frameworks.pipeline``), in the model's memory format; batches are one row
+    gather + one fused scale/shift, whole-batch torch ops with no host round trip."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, device: torch.device, channels_last: bool, augmented: bool) -> None:
+        from torchvision.transforms.v2 import functional as TVF
+
+        self.key, self.n = P.images_key(x), len(x)
+        _, self.height, self.width, self.channels = x.shape
+        self.orientations = P.bank_orientations(self.height, self.width, augmented)
+        self.channels_last = channels_last
+        images = torch.from_numpy(np.ascontiguousarray(x)).to(device).permute(0, 3, 1, 2)  # NCHW view, uint8
+        views = []
+        for o in self.orientations:
+            hflip, turns = P.ORIENTATIONS[o]
+            view = TVF.horizontal_flip(images) if hflip else images
+            views.append(torch.rot90(view, turns, dims=(2, 3)) if turns else view)
+        # Rows in the layout the model reads: NHWC memory (= NCHW channels_last) or NCHW contiguous.
+        bank = torch.cat([v.permute(0, 2, 3, 1) if channels_last else v for v in views]).contiguous()
+        self.row_shape = tuple(bank.shape[1:])
+        row_bytes = int(np.prod(self.row_shape))
+        # A row gather of 8-byte words is ~10x faster than of single bytes on CPU (same bytes moved).
+        self.bank = bank.view(len(bank), -1).view(torch.int64) if row_bytes % 8 == 0 else bank.view(len(bank), -1)
+        self.y = torch.from_numpy(np.asarray(y, np.int64)).to(device)
+        self.device = device
+
+    def rows(self, batches: Batches) -> torch.Tensor:
+        rows = P.bank_rows(batches.order, batches.hflip, batches.vflip, batches.rot90, self.n, self.orientations)
+        return torch.from_numpy(rows).to(self.device)
+
+    def affine(self, mean: np.ndarray, std: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-element scale/shift over a flattened row (a per-channel broadcast over an innermost
+        dimension of 3 is slow on CPU; a full-length vector is one vectorised pass)."""
+        scale, shift = P.normalisation_affine(mean, std)
+        per_pixel = self.height * self.width
+        if self.channels_last:  # row = H, W, C
+            scale, shift = np.tile(scale, per_pixel), np.tile(shift, per_pixel)
+        else:  # row = C, H, W
+            scale, shift = np.repeat(scale, per_pixel), np.repeat(shift, per_pixel)
+        return torch.from_numpy(scale).to(self.device), torch.from_numpy(shift).to(self.device)
+
+    def to_model_input(self, rows_uint8: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """uint8 rows ``(B, row)`` → normalised float32 NCHW (channels_last memory when so laid out)."""
+        images = torch.mul(rows_uint8.view(torch.uint8).view(len(rows_uint8), -1), scale).add_(shift)
+        if self.channels_last:
+            return images.view(-1, self.height, self.width, self.channels).permute(0, 3, 1, 2)
+        return images.view(-1, self.channels, self.height, self.width)
+
+    def batch(self, rows: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        return self.to_model_input(self.bank.index_select(0, rows), scale, shift)
 
 
-class EpochDataset(torch.utils.data.Dataset):
-    """One epoch's plan as a map-style dataset indexed by a LIST of plan positions (one batch).
+class PlanSampler(torch.utils.data.Sampler):
+    """Yields ``(image index, hflip, vflip, rot90)`` of the current epoch plan, in plan order.
 
-    Fetching a whole batch per ``__getitem__`` (with ``batch_size=None`` in the DataLoader) keeps
-    the gather/augment/normalise vectorised instead of per-sample Python calls.
-    """
+    The sampler runs in the main process, so a DataLoader with persistent workers sees each new
+    epoch's plan (the workers only receive the tuples)."""
 
-    def __init__(self, batches: Batches, augment: bool = True) -> None:
-        if batches.x.ndim != 4:
-            raise ValueError(f"Batches.x must be uint8 (N, H, W, C), got shape {batches.x.shape}")
-        n = len(batches.order)
-        if not (len(batches.hflip) == len(batches.vflip) == len(batches.rot90) == n):
-            raise ValueError("Batches.order/hflip/vflip/rot90 must have the same length")
-        self.x, self.y, self.order = batches.x, np.asarray(batches.y, np.int64), np.asarray(batches.order, np.int64)
-        self.augment = augment
-        self.hflip = torch.from_numpy(np.asarray(batches.hflip, bool))
-        self.vflip = torch.from_numpy(np.asarray(batches.vflip, bool))
-        self.rot90 = torch.from_numpy(np.asarray(batches.rot90, np.int64) % 4)
-        self.mean = torch.as_tensor(np.asarray(batches.mean, np.float32)).view(1, -1, 1, 1)
-        self.std = torch.as_tensor(np.asarray(batches.std, np.float32)).view(1, -1, 1, 1)
+    def __init__(self) -> None:
+        self.plan: Batches | None = None
 
     def __len__(self) -> int:
-        return len(self.order)
+        return 0 if self.plan is None else len(self.plan.order)
 
-    def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        pos = torch.as_tensor(positions, dtype=torch.int64)
-        idx = self.order[pos.numpy()]
-        images = torch.from_numpy(np.ascontiguousarray(self.x[idx]))
-        if self.augment:
-            images = augment_nhwc(images, self.hflip[pos], self.vflip[pos], self.rot90[pos])
-        images = images.permute(0, 3, 1, 2).float().div_(255.0).sub_(self.mean).div_(self.std).contiguous()
-        return images, torch.from_numpy(self.y[idx])
+    def __iter__(self):
+        p = self.plan
+        return iter(zip(p.order.tolist(), p.hflip.tolist(), p.vflip.tolist(), (np.asarray(p.rot90) % 4).tolist()))
 
 
-def make_loader(batches: Batches, num_workers: int = 0, pin_memory: bool = False,
-                augment: bool = True) -> torch.utils.data.DataLoader:
-    """Yields exactly ``batches.order`` in consecutive batches of ``batch_size`` (last partial kept)."""
-    dataset = EpochDataset(batches, augment=augment)
-    sampler = torch.utils.data.BatchSampler(torch.utils.data.SequentialSampler(range(len(dataset))),
-                                            batch_size=batches.batch_size, drop_last=False)
-    return torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
-                                       pin_memory=pin_memory, persistent_workers=False)
+class SampleDataset(torch.utils.data.Dataset):
+    """Per-sample map-style dataset (the DataLoader idiom): uint8 HWC → CHW, torchvision v2 flips,
+    ``torch.rot90``, ``to_dtype(scale=True)`` and ``normalize``."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+        self.x, self.y = x, np.asarray(y, np.int64)
+        self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, item: tuple[int, bool, bool, int]) -> tuple[torch.Tensor, int]:
+        from torchvision.transforms.v2 import functional as TVF
+
+        index, hflip, vflip, turns = item
+        image = torch.from_numpy(np.array(self.x[index])).permute(2, 0, 1)
+        if hflip:
+            image = TVF.horizontal_flip(image)
+        if vflip:
+            image = TVF.vertical_flip(image)
+        if turns:
+            image = torch.rot90(image, turns, dims=(1, 2))
+        image = TVF.normalize(TVF.to_dtype(image, torch.float32, scale=True), self.mean, self.std)
+        return image.contiguous(), int(self.y[index])
+
+
+def make_loader(batches: Batches, num_workers: int = 0, pin_memory: bool = False, prefetch: int = 2,
+                persistent: bool = False) -> torch.utils.data.DataLoader:
+    """The native loader over ``batches`` (a new plan can be swapped in via ``loader.sampler.plan``)."""
+    sampler = PlanSampler()
+    sampler.plan = batches
+    return torch.utils.data.DataLoader(
+        SampleDataset(batches.x, batches.y, batches.mean, batches.std), batch_size=batches.batch_size,
+        sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+        persistent_workers=persistent and num_workers > 0, prefetch_factor=prefetch if num_workers > 0 else None)
 # endregion
 
 
@@ -161,10 +217,13 @@ class PyTorchAdapter(Adapter):
     name = "pytorch"
     backend = "torch"
     bn_moving_variance_estimator = "unbiased"  # BN moving-variance update uses the unbiased (n/(n-1)) batch variance
-    num_workers = 0  # DataLoader workers; runner.cell may set it from conf/framework/pytorch.yaml
+    #: ``auto``: channels_last on CUDA (cuDNN's fast NHWC convolutions), contiguous NCHW on CPU (measured
+    #: faster there for these models with oneDNN); conf/framework/pytorch.yaml may force either.
+    memory_format = "auto"
 
-    def __init__(self, parity: ParitySettings, device: str = "auto", framework: str | None = None) -> None:
-        super().__init__(parity, device, framework)
+    def __init__(self, parity: ParitySettings, device: str = "auto", framework: str | None = None,
+                 pipeline: P.PipelineSettings | None = None) -> None:
+        super().__init__(parity, device, framework, pipeline)
         if parity.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
         if parity.cpu_threads is not None:
@@ -175,11 +234,13 @@ class PyTorchAdapter(Adapter):
                 pass
         self.device = self._pick_device(device)
         self._apply_precision(parity.precision)
-        if parity.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(bool(parity.deterministic), warn_only=True)
+        torch.backends.cudnn.deterministic = bool(parity.deterministic)
+        # Not deterministic: let cuDNN autotune its convolution algorithms, as TensorFlow and XLA do by default.
+        torch.backends.cudnn.benchmark = not parity.deterministic
         self.model: nn.Module | None = None
+        self._device_data: DeviceData | None = None
+        self._loaders: dict[tuple, torch.utils.data.DataLoader] = {}
 
     # ---- environment ------------------------------------------------------------------
     @staticmethod
@@ -202,15 +263,23 @@ class PyTorchAdapter(Adapter):
         torch.set_float32_matmul_precision("high" if tf32 else "highest")
 
     def versions(self) -> dict[str, str]:
+        import torchvision
+
         cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-        return {"torch": str(torch.__version__), "cuda": str(torch.version.cuda), "cudnn": str(cudnn),
-                "numpy": np.__version__, "python": platform.python_version()}
+        return {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__), "cuda": str(torch.version.cuda),
+                "cudnn": str(cudnn), "numpy": np.__version__, "python": platform.python_version()}
 
     def device_info(self) -> dict[str, Any]:
         if self.device.type == "cuda":
             index = torch.cuda.current_device()
             return {"device": f"cuda:{index}", "device_kind": "gpu", "device_name": torch.cuda.get_device_name(index)}
         return {"device": "cpu", "device_kind": "cpu", "device_name": cpu_name()}
+
+    @property
+    def channels_last(self) -> bool:
+        if self.memory_format not in ("auto", "channels_last", "contiguous"):
+            raise ValueError(f"memory_format must be auto, channels_last or contiguous, got {self.memory_format!r}")
+        return self.memory_format == "channels_last" or (self.memory_format == "auto" and self.device.type == "cuda")
 
     # ---- model ------------------------------------------------------------------------
     def build(self, spec: S.ModelSpec, train: TrainSettings, weights: dict[str, np.ndarray] | None) -> None:
@@ -222,7 +291,7 @@ class PyTorchAdapter(Adapter):
         self.weights_ported = weights is not None
         if weights is not None:
             port_weights(self.model, spec, weights)
-        self.model.to(self.device)
+        self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         p = self.parity
         betas = (_TORCH_ADAM_BETAS[0] if p.adam_beta_1 is None else p.adam_beta_1,
                  _TORCH_ADAM_BETAS[1] if p.adam_beta_2 is None else p.adam_beta_2)
@@ -230,9 +299,7 @@ class PyTorchAdapter(Adapter):
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train.learning_rate, betas=betas, eps=eps)
         reduction = _torch_reduction(p.loss_reduction)
         self.loss_fn = nn.BCEWithLogitsLoss(reduction=reduction) if spec.binary else nn.CrossEntropyLoss(reduction=reduction)
-        if p.compile not in (None, "on", "off"):
-            raise ValueError(f"compile must be off or on, got {p.compile!r}")
-        self.compiled = p.compile == "on"
+        self.compiled = p.execution == "compiled"
         self.run_model = torch.compile(self.model) if self.compiled else self.model
 
     def _require_model(self) -> nn.Module:
@@ -254,6 +321,11 @@ class PyTorchAdapter(Adapter):
         bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         group = self.optimizer.param_groups[0]
         mixed = self.parity.precision == "mixed_bf16"
+        conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        channels_last = conv is not None and conv.weight.is_contiguous(memory_format=torch.channels_last) \
+            and not conv.weight.is_contiguous()
+        compiled = self.run_model is not model  # the torch.compile wrapper, not the module itself
+        workers = self.pipeline.workers
         return finish_knobs({
             "framework": self.name,
             "backend": self.backend,
@@ -277,12 +349,19 @@ class PyTorchAdapter(Adapter):
             "compute_dtype": "bfloat16" if mixed else "float32",
             "matmul_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
             "conv_tf32": bool(torch.backends.cudnn.allow_tf32),
-            "compile": "on" if self.compiled else "off",
-            "compile_detail": f"torch.compile={self.compiled}",
+            "execution": "compiled" if compiled else "default",
+            "compile_detail": ("torch.compile(inductor)" if compiled else "eager")
+                              + f", cudnn.benchmark={bool(torch.backends.cudnn.benchmark)}",
+            "memory_format": "channels_last" if channels_last else "contiguous",
             "cpu_threads_intra_op": torch.get_num_threads(),
             "cpu_threads_inter_op": torch.get_num_interop_threads(),
             "deterministic": bool(torch.are_deterministic_algorithms_enabled()),
-            "data_pipeline": f"torch.utils.data.DataLoader(num_workers={self.num_workers})",
+            "pipeline": self.pipeline.name,
+            "data_pipeline": ("device-resident uint8 orientation bank, index_select + fused normalise"
+                              if self.pipeline.name == "device" else
+                              f"DataLoader(per-sample torchvision v2, num_workers={workers}, "
+                              f"pin_memory={self.device.type == 'cuda'}, persistent_workers={workers > 0}, "
+                              f"prefetch_factor={self.pipeline.prefetch if workers else None})"),
         })
 
     # ---- compute ----------------------------------------------------------------------
@@ -314,22 +393,60 @@ class PyTorchAdapter(Adapter):
             out = self.run_model(xb)
         return out.float().cpu().numpy()
 
+    # ---- pipelines ----------------------------------------------------------------------
+    def device_data(self, batches: Batches) -> DeviceData:
+        """The images of ``batches`` on the device (built once per prepared array, then reused)."""
+        augmented = P.plan_is_augmented(batches.hflip, batches.vflip, batches.rot90)
+        cached = self._device_data
+        if (cached is None or cached.key != P.images_key(batches.x) or cached.channels_last != self.channels_last
+                or (augmented and len(cached.orientations) == 1)):
+            self._device_data = None  # free the old bank before building the new one
+            cached = self._device_data = DeviceData(batches.x, batches.y, self.device, self.channels_last, augmented)
+        return cached
+
+    def _batches(self, batches: Batches):
+        """(images, labels) on the device, one batch at a time, in plan order."""
+        check_plan(batches)
+        if self.pipeline.name == "device":
+            data = self.device_data(batches)
+            rows = data.rows(batches)
+            order = torch.from_numpy(np.asarray(batches.order, np.int64)).to(self.device)
+            scale, shift = data.affine(batches.mean, batches.std)
+            for start in range(0, len(rows), batches.batch_size):
+                sl = slice(start, start + batches.batch_size)
+                yield data.batch(rows[sl], scale, shift), data.y.index_select(0, order[sl])
+            return
+        cuda = self.device.type == "cuda"
+        # Workers hold a copy of the dataset (with this split's mean/std): one persistent loader per
+        # (images, batch size, statistics, settings); loaders of other statistics are closed.
+        key = (P.images_key(batches.x), batches.batch_size, tuple(np.asarray(batches.mean).tolist()),
+               tuple(np.asarray(batches.std).tolist()), self.pipeline)
+        loader = self._loaders.get(key)
+        if loader is None:
+            self._loaders = {k: v for k, v in self._loaders.items() if k[0] == key[0] and k[2:] == key[2:]}
+            loader = self._loaders[key] = make_loader(batches, self.pipeline.workers, pin_memory=cuda,
+                                                      prefetch=self.pipeline.prefetch, persistent=True)
+        loader.sampler.plan = batches
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        for xb, yb in loader:
+            yield (xb.to(self.device, non_blocking=cuda, memory_format=fmt), yb.to(self.device, non_blocking=cuda))
+
     # region: training-loop
     def train_epoch(self, batches: Batches) -> EpochStats:
         model = self._require_model()
-        loader = make_loader(batches, self.num_workers, pin_memory=self.device.type == "cuda")
         model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         seen = steps = 0
-        for xb, yb in loader:
-            xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+        clock = StepClock(self.device)
+        for xb, yb in self._batches(batches):
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 logits = self.run_model(xb)
                 loss = self._loss(logits, yb)
             loss.backward()
             self.optimizer.step()
+            clock.step_done()
             n = yb.shape[0]
             # Accumulate on the device: no per-step host sync.
             loss_sum += loss.detach() * (n if self.loss_fn.reduction == "mean" else 1)
@@ -339,40 +456,54 @@ class PyTorchAdapter(Adapter):
         if seen == 0:
             raise ValueError("train_epoch got an empty epoch plan (Batches.order is empty)")
         return EpochStats(loss=float(loss_sum.item()) / seen, accuracy=int(correct.item()) / seen,
-                          samples=seen, steps=steps)
+                          samples=seen, steps=steps, step_seconds=clock.seconds())
     # endregion
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, mean: np.ndarray, std: np.ndarray,
-                 batch_size: int) -> tuple[float, np.ndarray]:
+    def evaluate(self, plan: Batches) -> tuple[float, np.ndarray]:
         model = self._require_model()
-        n = len(x)
-        plan = Batches(x=x, y=np.asarray(y, np.int64), order=np.arange(n), hflip=np.zeros(n, bool),
-                       vflip=np.zeros(n, bool), rot90=np.zeros(n, np.int8), batch_size=batch_size,
-                       mean=mean, std=std)
         model.eval()
-        loss_sum, probs = 0.0, []
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        probs = []
         with torch.inference_mode():
-            for xb, yb in make_loader(plan, self.num_workers, augment=False):
-                xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+            for xb, yb in self._batches(plan):
                 with self._autocast():
                     logits = self.run_model(xb)
                 loss = self._loss(logits, yb)
-                loss_sum += float(loss) * (len(yb) if self.loss_fn.reduction == "mean" else 1)
-                probs.append(self._probs(logits).cpu().numpy())
-        return loss_sum / max(n, 1), np.concatenate(probs) if probs else np.zeros((0, self.spec.num_classes))
+                loss_sum += loss.double() * (len(yb) if self.loss_fn.reduction == "mean" else 1)
+                probs.append(self._probs(logits))
+        n = len(plan.order)
+        if not probs:
+            return 0.0, np.zeros((0, self.spec.num_classes))
+        return float(loss_sum.item()) / max(n, 1), torch.cat(probs).cpu().numpy()
 
-    def predict(self, x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    def inference_input(self, x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> Any:
+        scale, shift = P.normalisation_affine(mean, std)
+        x = np.ascontiguousarray(x)
+        layout = (0, 1, 2, 3) if self.channels_last else (0, 3, 1, 2)  # rows in the model's memory order
+        per_pixel = x.shape[1] * x.shape[2]
+        if self.channels_last:
+            scale, shift = np.tile(scale, per_pixel), np.tile(shift, per_pixel)
+        else:
+            scale, shift = np.repeat(scale, per_pixel), np.repeat(shift, per_pixel)
+        rows = np.ascontiguousarray(np.transpose(x, layout))
+        if self.pipeline.name == "device":  # uint8 already on the device, normalised inside the timed call
+            return ("device", torch.from_numpy(rows).to(self.device), torch.from_numpy(scale).to(self.device),
+                    torch.from_numpy(shift).to(self.device), x.shape)
+        # native: a host batch, as a user hands it over; normalised on the host, then copied
+        return ("native", torch.from_numpy(rows), torch.from_numpy(scale), torch.from_numpy(shift), x.shape)
+
+    def infer(self, batch: Any) -> np.ndarray:
         model = self._require_model()
-        mean_t = torch.as_tensor(np.asarray(mean, np.float32), device=self.device).view(1, -1, 1, 1)
-        std_t = torch.as_tensor(np.asarray(std, np.float32), device=self.device).view(1, -1, 1, 1)
+        kind, rows, scale, shift, (b, h, w, c) = batch
         model.eval()
         with torch.inference_mode():
-            xb = torch.from_numpy(np.ascontiguousarray(x)).to(self.device).permute(0, 3, 1, 2)
-            xb = ((xb.float() / 255.0 - mean_t) / std_t).contiguous()
+            xb = torch.mul(rows.view(b, -1), scale).add_(shift)
+            xb = xb.view(b, h, w, c).permute(0, 3, 1, 2) if self.channels_last else xb.view(b, c, h, w)
+            if kind == "native":
+                xb = xb.to(self.device, non_blocking=False)
             with self._autocast():
                 logits = self.run_model(xb)
-            probs = self._probs(logits).cpu().numpy()  # .cpu() waits for the device
-        return probs
+            return self._probs(logits).cpu().numpy()  # .cpu() waits for the device
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -387,6 +518,34 @@ class PyTorchAdapter(Adapter):
         if self.device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(self.device))
         return None
+
+
+class StepClock:
+    """Per-step wall times without a per-step host synchronisation: CUDA events recorded on the
+    stream at each step's end (read after the epoch), or the host clock on CPU, where every op has
+    finished when it returns."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.marks = [torch.cuda.Event(enable_timing=True)]
+            self.marks[0].record()
+        else:
+            self.marks = [time.perf_counter()]
+
+    def step_done(self) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def seconds(self) -> list[float]:
+        if self.cuda:
+            self.marks[-1].synchronize()
+            return [a.elapsed_time(b) / 1e3 for a, b in zip(self.marks, self.marks[1:])]
+        return [b - a for a, b in zip(self.marks, self.marks[1:])]
 
 
 def _torch_reduction(reduction: str) -> str:

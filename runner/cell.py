@@ -17,9 +17,16 @@ What is timed, and how (every clock read is preceded by ``adapter.sync()``):
   batches, order and augmentation as one call would see; both parts count toward epoch 0.
 - ``import_seconds``: ``get_adapter`` (the framework import and runtime set-up) in this process;
   0 when a cached adapter from an earlier cell in the same process is reused.
-- Latency p50/p90/p99: ``latency_samples`` single-image ``predict`` calls, after ``latency_warmup``
-  untimed ones. Throughput: ``throughput_repeats`` timed ``predict`` calls on ``throughput_batch_size``
-  test images (cycled when the test split is smaller), after one untimed call.
+- Per-step times: each ``train_epoch`` returns its steps' wall times (CUDA events on a GPU, step-output
+  completion elsewhere: no extra per-step synchronisation); ``epochs`` rows carry their count, median
+  and p10/p90/p99 (``steps``, ``step_seconds_*``).
+- Inference is measured like training: the same pipeline placement (``device``: the batch is already
+  on the device, normalised inside the timed call; ``native``: a host batch, copied inside it) and the
+  same execution mode (eval/inference mode, compiled predict). Latency (batch 1) and throughput
+  (``throughput_batch_size`` test images, cycled when the split is smaller) each run
+  ``train.inference.warmup_calls`` untimed calls, then timed calls until both
+  ``inference.min_calls`` and ``inference.min_seconds`` are reached (or ``max_seconds``); latency
+  p50/p90/p99 and throughput median/p10/p90 (from per-call times) and the call counts are recorded.
 - Peak host RSS is per cell where Linux allows a reset (see ``runner/provenance.py``); peak device
   memory is the adapter's framework-native counter, reset at the start of the cell (``None`` on CPU).
 """
@@ -60,6 +67,10 @@ _FRAMEWORK_PACKAGE = {"pytorch": "torch", "keras": "keras", "keras_jax": "keras"
 
 class CellConfigError(ValueError):
     """A cell config that lacks a part or has one of the wrong shape."""
+
+
+class CellSkipped(Exception):
+    """A combination the framework cannot honour (``frameworks.knobs.unsupported``): not run, not a failure."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,6 +213,9 @@ def run_cell(cell: Mapping[str, Any], *, sweep_id: str = "", context: Mapping[st
         _fill_context(row, context or {})
         _run(cell, cid, row, epoch_rows, prediction_rows, notes, adapter_cache, state)
         row["status"] = "ok"
+    except CellSkipped as exc:
+        row.update(status="skipped", error=str(exc))
+        log.warning("cell %s skipped: %s", row["cell_id"], row["error"])
     except Exception as exc:  # a cell's failure is data (a failed row), never a crash of the caller
         row.update(status="failed", error=one_line(exc), traceback=traceback.format_exc())
         epoch_rows.clear()  # partial epochs/predictions of a failed cell would look like results
@@ -236,10 +250,9 @@ class _Cell:
     epochs: int
     parity: Any  # frameworks.base.ParitySettings
     train: Any  # frameworks.base.TrainSettings
-    latency_samples: int
-    latency_warmup: int
     throughput_batch_size: int
-    throughput_repeats: int
+    inference: "InferenceSettings"
+    pipeline: Any  # frameworks.pipeline.PipelineSettings
     augment: dict[str, Any]
 
 
@@ -258,9 +271,8 @@ def _run(cell: dict[str, Any], cid: str, row: dict[str, Any], epoch_rows: list, 
     epoch_rows.extend(_train(c, adapter, ds, build_seconds))
     prediction_rows.extend(_test_quality(c, adapter, ds, notes))
     test_idx = np.asarray(ds.test_idx)
-    row.update(_latency(adapter, ds, test_idx, c.latency_warmup, c.latency_samples))
-    row["throughput_images_per_second"] = _throughput(adapter, ds, test_idx, c.throughput_batch_size,
-                                                      c.throughput_repeats)
+    row.update(_latency(adapter, ds, test_idx, c.inference))
+    row.update(_throughput(adapter, ds, test_idx, c.throughput_batch_size, c.inference))
     row["peak_host_rss_mb"] = provenance.peak_rss_mb()
     peak_device = adapter.peak_device_memory_bytes()
     row["peak_device_memory_mb"] = None if peak_device is None else peak_device / 2**20
@@ -269,6 +281,8 @@ def _run(cell: dict[str, Any], cid: str, row: dict[str, Any], epoch_rows: list, 
 def _settings(cell: dict[str, Any], cid: str, row: dict[str, Any]) -> _Cell:
     """The cell's settings, validated; fills the identity columns of ``row``."""
     from frameworks.base import ParitySettings, TrainSettings
+    from frameworks.knobs import unsupported
+    from frameworks.pipeline import PipelineSettings
 
     framework_cfg, train_cfg = cell["framework"], cell["train"]
     if not isinstance(framework_cfg, dict) or "name" not in framework_cfg:
@@ -283,17 +297,26 @@ def _settings(cell: dict[str, Any], cid: str, row: dict[str, Any]) -> _Cell:
                           eval_batch_size=_int_setting(train_cfg, "eval_batch_size", 1), seed=seed)
     c = _Cell(cell=cell, cid=cid, row=row, framework=str(framework_cfg["name"]), seed=seed,
               epochs=_int_setting(train_cfg, "epochs", 1), parity=parity, train=train,
-              latency_samples=_int_setting(train_cfg, "latency_samples", 1),
-              latency_warmup=_int_setting(train_cfg, "latency_warmup", 0),
               throughput_batch_size=_int_setting(train_cfg, "throughput_batch_size", 1),
-              throughput_repeats=_int_setting(train_cfg, "throughput_repeats", 1),
+              inference=_inference_settings(train_cfg), pipeline=_pipeline_settings(PipelineSettings, train_cfg),
               augment=dict(train_cfg.get("augment") or {}))
     row.update(framework=c.framework, backend=framework_cfg.get("backend"), seed=seed, batch_size=batch_size,
                epochs=c.epochs, device=str(cell["device"]), data=cell["data"].get("name"),
                model=str(cell["model"].get("_target_", "")).rsplit(".", 1)[-1] or None,
-               precision_policy=parity.precision, compile_policy=parity.compile, parity_mode=parity.mode,
+               precision_policy=parity.precision, execution_mode=parity.execution, parity_mode=parity.mode,
+               deterministic=parity.deterministic, pipeline=c.pipeline.name,
                cpu_threads=parity.cpu_threads, throughput_batch_size=c.throughput_batch_size)
+    reason = unsupported(c.framework, parity.execution, parity.deterministic, _adapter_device(cell["device"]))
+    if reason:
+        raise CellSkipped(reason)
     return c
+
+
+def _pipeline_settings(settings_cls, train_cfg: Mapping[str, Any]):
+    try:
+        return settings_cls.from_config(train_cfg.get("pipeline"))
+    except (TypeError, ValueError) as exc:
+        raise CellConfigError(f"train.pipeline: {exc}") from None
 
 
 def _model_spec(cell: dict[str, Any], ds):
@@ -314,12 +337,13 @@ def _adapter(c: _Cell, adapter_cache: dict | None, state: dict[str, Any]):
     adapter = adapter_cache.get(cache_key) if adapter_cache is not None else None
     if adapter is None:
         with provenance.Stopwatch() as import_sw:
-            adapter = get_adapter(c.framework, c.parity, device)
+            adapter = get_adapter(c.framework, c.parity, device, c.pipeline)
         row["import_seconds"] = import_sw.seconds
         if adapter_cache is not None:
             adapter_cache[cache_key] = adapter
     else:
         row["import_seconds"] = 0.0
+        adapter.set_pipeline(c.pipeline)  # the device copy of the images stays cached in the adapter
     state["cache_key"] = cache_key
     _apply_framework_options(adapter, c.cell)
     versions = {**provenance.library_versions(), **adapter.versions()}
@@ -350,20 +374,25 @@ def _build(c: _Cell, adapter, spec) -> float:
 def _train(c: _Cell, adapter, ds, build_seconds: float) -> list[dict[str, Any]]:
     """All epochs, timed (``train_epoch`` only), validation after each; returns the ``epochs`` rows."""
     import runner.data as data
+    from frameworks.base import eval_plan
+    from frameworks.pipeline import step_time_summary
 
     row, batch_size = c.row, c.train.batch_size
-    x_val, y_val = ds.x[ds.val_idx], ds.y[ds.val_idx]
+    y_val = ds.y[ds.val_idx]
+    val_plan = eval_plan(ds.x, ds.y, ds.val_idx, ds.mean, ds.std, c.train.eval_batch_size)
     epoch_rows, epoch_seconds = [], []
     for epoch in range(c.epochs):
         batches = data.epoch_batches(ds, c.seed, epoch, batch_size, c.augment, split="train")
         n = len(batches.order)
         # Epoch 0's first batch goes alone so the first optimizer step can be timed (see module doc).
         parts = [slice(0, batch_size), slice(batch_size, n)] if epoch == 0 and n > batch_size else [slice(0, n)]
-        stats, part_seconds = [], []
+        stats, part_seconds, step_seconds = [], [], []
         for part in parts:
             with provenance.Stopwatch(adapter.sync) as sw:
                 stats.append(adapter.train_epoch(_subset(batches, part) if len(parts) > 1 else batches))
             part_seconds.append(sw.seconds)
+            step_seconds = None if step_seconds is None or stats[-1].step_seconds is None \
+                else step_seconds + list(stats[-1].step_seconds)
         if epoch == 0:
             row["time_to_first_step_seconds"] = build_seconds + part_seconds[0]
         epoch_stats = _merge_stats(stats) if len(stats) > 1 else stats[0]
@@ -374,14 +403,15 @@ def _train(c: _Cell, adapter, ds, build_seconds: float) -> list[dict[str, Any]]:
         epoch_seconds.append(seconds)
         val_loss = val_accuracy = None
         if len(y_val):
-            val_loss, val_probs = adapter.evaluate(x_val, y_val, ds.mean, ds.std, c.train.eval_batch_size)
+            val_loss, val_probs = adapter.evaluate(val_plan)
             val_accuracy = float(np.mean(np.asarray(val_probs).argmax(axis=1) == y_val))
             val_loss = float(val_loss)
         epoch_rows.append({"sweep_id": row["sweep_id"], "cell_id": c.cid, "framework": c.framework, "seed": c.seed,
                            "epoch": epoch, "train_loss": float(epoch_stats.loss),
                            "train_accuracy": float(epoch_stats.accuracy), "val_loss": val_loss,
                            "val_accuracy": val_accuracy, "epoch_seconds": seconds,
-                           "images_per_second": n / seconds if seconds > 0 else None})
+                           "images_per_second": n / seconds if seconds > 0 else None,
+                           **step_time_summary(step_seconds)})
         log.info("epoch %d/%d: %.2fs, train loss %.4f acc %.4f, val acc %s", epoch + 1, c.epochs, seconds,
                  epoch_stats.loss, epoch_stats.accuracy, "n/a" if val_accuracy is None else f"{val_accuracy:.4f}")
     steady = epoch_seconds[1:] or epoch_seconds[:1]
@@ -398,8 +428,10 @@ def _test_quality(c: _Cell, adapter, ds, notes: list) -> list[dict[str, Any]]:
     test_idx = np.asarray(ds.test_idx)
     if test_idx.size == 0:
         raise CellConfigError(f"data {ds.name!r}: the test split is empty; raise data.test_fraction")
-    x_test, y_test = ds.x[test_idx], ds.y[test_idx]
-    _, probs = adapter.evaluate(x_test, y_test, ds.mean, ds.std, c.train.eval_batch_size)
+    from frameworks.base import eval_plan
+
+    y_test = ds.y[test_idx]
+    _, probs = adapter.evaluate(eval_plan(ds.x, ds.y, test_idx, ds.mean, ds.std, c.train.eval_batch_size))
     probs = np.asarray(probs, dtype=np.float32)
     if probs.shape != (test_idx.size, ds.num_classes):
         raise RuntimeError(f"{c.framework}: evaluate returned scores of shape {probs.shape}, "
@@ -435,37 +467,76 @@ def _apply_framework_options(adapter, cell: dict[str, Any]) -> None:
         setattr(adapter, key, value)
 
 
-def _latency(adapter, ds, test_idx: np.ndarray, warmup: int, samples: int) -> dict[str, float]:
-    """Batch-1 ``predict`` latency percentiles (ms) over test images, after untimed warm-up calls."""
+@dataclass(frozen=True)
+class InferenceSettings:
+    """``train.inference``: how many calls time an inference figure (repeats driven by time)."""
+
+    warmup_calls: int = 5  # untimed (compilation, autotuning, allocator growth)
+    min_calls: int = 20  # timed calls at least ...
+    min_seconds: float = 1.0  # ... and at least this long in total ...
+    max_seconds: float = 30.0  # ... unless this is reached first (a very slow model on a CPU)
+
+
+def _inference_settings(train_cfg: Mapping[str, Any]) -> InferenceSettings:
+    cfg = train_cfg.get("inference")
+    if cfg is None:
+        raise CellConfigError("train.inference is missing from the cell config (warmup_calls, min_calls, "
+                              "min_seconds, max_seconds)")
+    if not isinstance(cfg, Mapping):
+        raise CellConfigError(f"train.inference must be a mapping, got {cfg!r}")
+    unknown = sorted(set(cfg) - set(InferenceSettings.__dataclass_fields__))
+    if unknown:
+        raise CellConfigError(f"train.inference: unknown key(s) {unknown}; known: {sorted(InferenceSettings.__dataclass_fields__)}")
+    out = InferenceSettings(**cfg)
+    for key, minimum in (("warmup_calls", 0), ("min_calls", 1)):
+        value = getattr(out, key)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise CellConfigError(f"train.inference.{key} must be an integer >= {minimum}, got {value!r}")
+    for key in ("min_seconds", "max_seconds"):
+        value = getattr(out, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise CellConfigError(f"train.inference.{key} must be a number >= 0, got {value!r}")
+    return out
+
+
+def timed_calls(adapter, batch, settings: InferenceSettings) -> np.ndarray:
+    """Seconds of each timed ``adapter.infer(batch)`` call (clock read after ``sync``), after
+    ``warmup_calls`` untimed ones; calls continue until ``min_calls`` and ``min_seconds`` are both
+    reached, or ``max_seconds`` has passed (at least one call is always timed)."""
     import time
 
-    picks = np.resize(test_idx, warmup + samples)  # cycles through the test split when it is small
-    images = ds.x[picks]  # read (a memmap) before any clock starts
-    for i in range(warmup):
-        adapter.predict(images[i: i + 1], ds.mean, ds.std)
+    for _ in range(settings.warmup_calls):
+        adapter.infer(batch)
     adapter.sync()
-    times = np.empty(samples)
-    for j in range(samples):
-        one = images[warmup + j: warmup + j + 1]
-        adapter.sync()
-        t0 = time.perf_counter()
-        adapter.predict(one, ds.mean, ds.std)
-        adapter.sync()
-        times[j] = time.perf_counter() - t0
-    p50, p90, p99 = np.percentile(times * 1e3, [50, 90, 99])
-    return {"latency_p50_ms": float(p50), "latency_p90_ms": float(p90), "latency_p99_ms": float(p99)}
-
-
-def _throughput(adapter, ds, test_idx: np.ndarray, batch_size: int, repeats: int) -> float:
-    """Images/s of ``predict`` on one ``batch_size`` batch of test images, after one untimed call."""
-    batch = ds.x[np.resize(test_idx, batch_size)]
-    adapter.predict(batch, ds.mean, ds.std)
+    times: list[float] = []
     total = 0.0
-    for _ in range(repeats):
-        with provenance.Stopwatch(adapter.sync) as sw:
-            adapter.predict(batch, ds.mean, ds.std)
-        total += sw.seconds
-    return batch_size * repeats / total if total > 0 else math.inf
+    while True:
+        t0 = time.perf_counter()
+        adapter.infer(batch)
+        adapter.sync()
+        times.append(time.perf_counter() - t0)
+        total += times[-1]
+        enough = len(times) >= settings.min_calls and total >= settings.min_seconds
+        if enough or total >= settings.max_seconds:
+            return np.asarray(times)
+
+
+def _latency(adapter, ds, test_idx: np.ndarray, settings: InferenceSettings) -> dict[str, float | int]:
+    """Batch-1 inference latency percentiles (ms); one test image, placed as the pipeline places data."""
+    batch = adapter.inference_input(ds.x[test_idx[:1]], ds.mean, ds.std)
+    times = timed_calls(adapter, batch, settings) * 1e3
+    p50, p90, p99 = np.percentile(times, [50, 90, 99])
+    return {"latency_p50_ms": float(p50), "latency_p90_ms": float(p90), "latency_p99_ms": float(p99),
+            "latency_calls": int(times.size)}
+
+
+def _throughput(adapter, ds, test_idx: np.ndarray, batch_size: int, settings: InferenceSettings) -> dict[str, float | int]:
+    """Images/s of inference on one ``batch_size`` batch of test images: median and p10/p90 over calls."""
+    batch = adapter.inference_input(ds.x[np.resize(test_idx, batch_size)], ds.mean, ds.std)
+    rates = batch_size / np.maximum(timed_calls(adapter, batch, settings), 1e-12)
+    p10, p50, p90 = np.percentile(rates, [10, 50, 90])
+    return {"throughput_images_per_second": float(p50), "throughput_images_per_second_p10": float(p10),
+            "throughput_images_per_second_p90": float(p90), "throughput_calls": int(rates.size)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,8 +35,8 @@ def run_gate(ray, actors: Sequence[ActorRecord], cells: Sequence[Mapping[str, An
 
     tolerance = float(runner_cfg.get("parity_tolerance", 1e-4))
     parity_cfg = OmegaConf.to_container(cfg.parity, resolve=True)
-    # The gate checks the model definitions, not the speed policies: fp32 and eager everywhere.
-    parity_cfg = dict(parity_cfg, precision="fp32", compile="off")
+    # The gate checks the model definitions, not the speed policies: fp32 and each framework's default mode.
+    parity_cfg = dict(parity_cfg, precision="fp32", execution="default")
     groups: dict[str, tuple[dict, dict, int]] = {}
     for cell in cells:  # the first cell's seed: its dataset split is prepared for the cells anyway
         key = json.dumps([cell["model"], cell["data"]], sort_keys=True, default=str)

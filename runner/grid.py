@@ -2,7 +2,8 @@
 
 ``grid`` in the root config lists axes; the cartesian product of their values is the set of cells.
 Required axes: ``framework``, ``seed``, ``batch_size``, ``device``. Optional axes: ``precision``
-(→ ``parity.precision``), ``compile`` (→ ``parity.compile``), ``model`` (→ ``conf/model/<name>.yaml``)
+(→ ``parity.precision``), ``execution`` (→ ``parity.execution``: default | compiled), ``pipeline``
+(→ ``train.pipeline`` from ``conf/pipeline/<name>.yaml``), ``model`` (→ ``conf/model/<name>.yaml``)
 and ``data`` (→ ``conf/data/<name>.yaml``). A cell is a plain dict with ``data, model, framework,
 parity, train, seed, device`` — what ``runner.cell.run_cell`` takes — and its id is
 ``runner.cell.cell_id`` (a hash of exactly that).
@@ -10,7 +11,7 @@ parity, train, seed, device`` — what ``runner.cell.run_cell`` takes — and it
 Validation happens in two steps, both before any cell is dispatched:
 
 1. ``plan(cfg)`` — without a cluster: unknown axis/framework/model/data (choices listed), empty
-   axis, duplicate values, bad batch sizes/seeds/precision/compile/device words, and impossible
+   axis, duplicate values, bad batch sizes/seeds/precision/execution/device words, and impossible
    (model, data) combinations (the model spec's own error, e.g. capstone_cnn needs image_size ≥ 64).
 2. ``resolve_devices(values, inventory)`` + ``GridPlan.cells(devices)`` — once Ray is up: ``auto``
    and ``all`` become concrete devices, and a device the cluster lacks is one clear error.
@@ -29,14 +30,14 @@ from runner import CONF_DIR
 
 #: Axes in expansion order: the framework axis is innermost, so consecutive cells form blocks that
 #: differ only in the framework (the unit that ``interleave`` shuffles).
-AXES = ("data", "model", "precision", "compile", "device", "batch_size", "seed", "framework")
+AXES = ("data", "model", "precision", "execution", "pipeline", "device", "batch_size", "seed", "framework")
 REQUIRED_AXES = ("framework", "seed", "batch_size", "device")
 PRECISIONS = ("fp32", "tf32", "mixed_bf16")
 #: TF32 is a tensor-core mode of NVIDIA GPUs; on a CPU it would silently mean fp32, so a CPU cell
 #: asking for it is refused rather than recorded under a misleading label. (mixed_bf16 does run on
 #: CPUs in both frameworks, slowly, so it is allowed.)
 GPU_ONLY_PRECISIONS = ("tf32",)
-COMPILE_POLICIES = ("off", "on")
+EXECUTION_MODES = ("default", "compiled")  # frameworks.base.EXECUTION_MODES
 DEVICE_WORDS = ("cpu", "gpu", "gpu:<accelerator type>", "auto", "all")
 
 
@@ -131,12 +132,14 @@ def _check_value(axis: str, v: Any) -> Any:
         if v not in PRECISIONS:
             raise GridError(f"grid.precision: unknown precision {v!r}; choose from {list(PRECISIONS)}")
         return v
-    if axis == "compile":
-        if isinstance(v, bool):  # YAML reads a bare on/off as a boolean
-            v = "on" if v else "off"
-        if v not in COMPILE_POLICIES:
-            raise GridError(f"grid.compile: unknown compile policy {v!r}; choose from {list(COMPILE_POLICIES)}")
+    if axis == "execution":
+        if v not in EXECUTION_MODES:
+            raise GridError(f"grid.execution: unknown execution mode {v!r}; choose from {list(EXECUTION_MODES)}")
         return v
+    if axis == "pipeline":
+        if str(v) not in choices("pipeline"):
+            raise GridError(f"grid.pipeline: unknown pipeline {v!r}; choose from {choices('pipeline')}")
+        return str(v)
     if axis == "device":
         return parse_device(v)
     raise AssertionError(axis)  # pragma: no cover - read_axes filters axes
@@ -256,8 +259,10 @@ class GridPlan:
             cell["data"] = copy.deepcopy(self.options["data"][point["data"]])
         if "precision" in point:
             cell["parity"]["precision"] = point["precision"]
-        if "compile" in point:
-            cell["parity"]["compile"] = point["compile"]
+        if "execution" in point:
+            cell["parity"]["execution"] = point["execution"]
+        if "pipeline" in point:
+            cell["train"]["pipeline"] = _load_option("pipeline", point["pipeline"])
         cell["train"]["batch_size"] = int(point["batch_size"])
         cell["seed"] = int(point["seed"])
         cell["device"] = point["device"]

@@ -78,7 +78,8 @@ def make_sweep(root: str | Path, *, frameworks: Iterable[str] = ("keras", "pytor
                         "model": "small_cnn", "data": "synthetic", "num_classes": k, "image_size": 16,
                         "seed": seed, "batch_size": bs, "epochs": epochs, "device": device_kind,
                         "device_kind": device_kind, "device_name": device_name, "host": "testhost",
-                        "precision_policy": "fp32", "compile_policy": "off", "parity_mode": "strict",
+                        "precision_policy": "fp32", "execution_mode": "default", "pipeline": "device",
+                        "deterministic": False, "parity_mode": "strict",
                         "cpu_threads": 2, "concurrency": 1, "attempt": 1, "git_sha": "abc1234",
                         "split_hash": (split_hash or {}).get((fw, seed), f"split-{seed}"),
                     }

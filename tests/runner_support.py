@@ -19,7 +19,7 @@ from runner import CONF_DIR, PROJECT_ROOT
 #: A tiny, fast cell: numpy fake framework, 16×16 synthetic images (4 classes × 16), one epoch.
 FAKE = [
     "framework=fake", "grid.framework=[fake]", "data=synthetic", "data.samples_per_class=16", "train=tiny",
-    "train.latency_samples=2", "train.latency_warmup=0", "grid.batch_size=[32]", "grid.device=[cpu]",
+    "train.inference.min_calls=2", "train.inference.warmup_calls=0", "grid.batch_size=[32]", "grid.device=[cpu]",
     "runner.progress=false", "report.enabled=false", "runner.parity_gate=false",
 ]
 

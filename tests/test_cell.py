@@ -144,6 +144,41 @@ def test_timing_reports_warm_up_apart(tiny_cell):
     assert run["throughput_images_per_second"] > 0
 
 
+def test_epochs_carry_per_step_times_and_inference_repeats_follow_the_settings(tiny_cell):
+    cell = copy.deepcopy(tiny_cell)
+    cell["train"]["inference"] = {"warmup_calls": 1, "min_calls": 7, "min_seconds": 0.0, "max_seconds": 5.0}
+    result = run_cell(cell)
+    assert result.status == "ok", result.error
+    batches = -(-_train_samples(cell) // cell["train"]["batch_size"])
+    for row in result.tables["epochs"]:
+        assert row["steps"] == batches  # epoch 0 is timed in two calls; their steps are joined
+        assert 0 < row["step_seconds_p10"] <= row["step_seconds_median"] <= row["step_seconds_p90"] <= row["step_seconds_p99"]
+    run = result.run
+    assert run["latency_calls"] == 7 and run["throughput_calls"] == 7
+    assert run["throughput_images_per_second_p10"] <= run["throughput_images_per_second"] <= run["throughput_images_per_second_p90"]
+    assert (run["pipeline"], run["execution_mode"], run["deterministic"]) == ("device", "default", False)
+    # time-driven: with min_seconds, calls continue past min_calls until the time is reached
+    cell["train"]["inference"] = {"warmup_calls": 0, "min_calls": 1, "min_seconds": 0.05, "max_seconds": 5.0}
+    cell["framework"]["fake"] = {"step_sleep_s": 0.0}
+    assert run_cell(cell).run["latency_calls"] > 1
+
+
+def test_a_combination_the_framework_cannot_honour_is_skipped_with_its_reason(tiny_cell):
+    cell = copy.deepcopy(tiny_cell)
+    cell["framework"] = {"name": "keras", "backend": "tensorflow"}
+    cell["parity"].update(execution="compiled", deterministic=True)
+    result = run_cell(cell)  # refused before the framework is imported
+    assert result.status == "skipped" and "XLA" in result.error
+    assert result.tables["epochs"] == [] and "tensorflow" not in sys.modules
+
+
+def test_bad_inference_settings_fail_the_cell_with_a_clear_error(tiny_cell):
+    cell = copy.deepcopy(tiny_cell)
+    cell["train"]["inference"]["min_calls"] = 0
+    result = run_cell(cell)
+    assert result.status == "failed" and "train.inference.min_calls" in result.error
+
+
 def _train_samples(cell) -> int:
     import runner.data
 

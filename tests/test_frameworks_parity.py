@@ -129,7 +129,7 @@ def test_knobs_are_applied_and_read_back(framework):
     assert (odd["adam_beta_1"], odd["adam_beta_2"]) == pytest.approx((0.85, 0.995))
     assert odd["adam_epsilon"] == pytest.approx(3e-7)
     assert odd["weight_init"] == "ported" and odd["loss_from_logits"] is True and odd["loss_reduction"] == "mean"
-    assert odd["compile"] == "off" and odd["matmul_tf32"] is False and odd["compute_dtype"] == "float32"
+    assert odd["execution"] == "default" and odd["matmul_tf32"] is False and odd["compute_dtype"] == "float32"
     assert odd["cpu_threads_intra_op"] == 1 and odd["deterministic"] is True
     assert odd["output_activation"] == "softmax" and odd["batchnorm_layers"] == 3
     # framework_defaults: None knobs are not passed, so each framework's own default shows up
@@ -138,16 +138,17 @@ def test_knobs_are_applied_and_read_back(framework):
     assert defaults["weight_init"].startswith("native")
 
 
+@pytest.mark.parametrize("pipeline", ["device", "native"])
 @pytest.mark.parametrize("framework", ["pytorch", "keras", "keras_jax"])
-def test_native_pipeline_matches_the_numpy_reference(framework):
+def test_pipelines_match_the_numpy_reference(framework, pipeline):
     plan = pipeline_plan()
-    batches = probe(framework)["pipeline"]
+    batches = probe(framework)["pipeline"][pipeline]
     assert [len(y) for _, y in batches] == [PIPELINE_BATCH, PIPELINE_BATCH, PIPELINE_SAMPLES - 2 * PIPELINE_BATCH]
     images = np.concatenate([x for x, _ in batches])
     labels = np.concatenate([np.asarray(y).reshape(len(y), -1)[:, 0] for _, y in batches])
     expected = apply_augment(plan.x[plan.order], plan.hflip, plan.vflip, plan.rot90)
     expected = (expected.astype(np.float32) / 255.0 - plan.mean) / plan.std
-    np.testing.assert_allclose(images, expected, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(images, expected, rtol=0, atol=2e-6)  # the same pixels, to float rounding
     np.testing.assert_array_equal(labels.astype(np.int64), plan.y[plan.order])
     assert np.any(plan.rot90 % 2) and plan.hflip.any() and plan.vflip.any()  # the check covers every transform
 
@@ -155,18 +156,28 @@ def test_native_pipeline_matches_the_numpy_reference(framework):
 @pytest.mark.parametrize("framework", ["pytorch", "keras", "keras_jax"])
 def test_evaluate_and_predict_return_probabilities(framework):
     result = probe(framework)
-    loss, probs = result["evaluate"]
-    assert probs.shape == (10, 4) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    assert math.isfinite(loss) and loss > 0
-    np.testing.assert_allclose(result["predict"], probs, atol=1e-5)
+    for pipeline in ("device", "native"):
+        loss, probs = result["evaluate"][pipeline]
+        assert probs.shape == (10, 4) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        assert math.isfinite(loss) and loss > 0
+        np.testing.assert_allclose(result["predict"][pipeline], probs, atol=1e-5)
 
 
-@pytest.mark.parametrize("framework,allowed", [("pytorch", {"torch"}), ("keras", {"tensorflow", "keras"}),
-                                               ("keras_jax", {"jax", "jaxlib", "keras"})])
-def test_one_framework_per_process(framework, allowed):
-    # keras 3.15 imports jax whatever the backend and set_random_seed imports TensorFlow; the
-    # adapter must keep them out (keras_jax must not import TensorFlow).
-    assert set(probe(framework)["modules"]) <= allowed
+@pytest.mark.parametrize("framework", ["pytorch", "keras", "keras_jax"])
+def test_train_epoch_records_every_step_time(framework):
+    for pipeline in ("device", "native"):
+        steps, seconds = probe(framework)["steps"][pipeline]
+        assert steps == len(seconds) == 3 and all(t > 0 for t in seconds)
+
+
+@pytest.mark.parametrize("framework,forbidden", [("pytorch", {"tensorflow", "jax", "jaxlib"}),
+                                                 ("keras", {"torch"}),
+                                                 ("keras_jax", {"tensorflow", "torch"})])
+def test_one_framework_per_process(framework, forbidden):
+    # keras 3.15 itself imports jax on every backend (its orbax checkpoint callback); nothing of jax
+    # runs outside keras_jax. keras_jax/keras_torch must never import TensorFlow, pytorch nothing else.
+    modules = set(probe(framework)["modules"])
+    assert not modules & forbidden, modules
 
 
 @pytest.mark.slow  # runs two framework processes through the real CLI (~1 min)

@@ -47,12 +47,15 @@ def test_sweep_files_combine_and_axes_override_them():
 
 
 def test_optional_axes_reach_parity_model_and_data():
-    cells = _cells(["+grid.precision=[fp32,mixed_bf16]", "+grid.compile=[off,on]",
+    cells = _cells(["+grid.precision=[fp32,mixed_bf16]", "+grid.execution=[default,compiled]",
+                    "+grid.pipeline=[device,native]",
                     "+grid.model=[small_cnn,capstone_cnn]", "+grid.data=[synthetic,eurosat_mini]",
                     "data.image_size=64", "grid.seed=[0]"])  # capstone_cnn needs 64×64
-    assert len(cells) == 2 * 2 * 2 * 2
-    assert {(c["parity"]["precision"], c["parity"]["compile"]) for c in cells} == set(
-        itertools.product(["fp32", "mixed_bf16"], ["off", "on"]))
+    assert len(cells) == 2 * 2 * 2 * 2 * 2
+    assert {(c["parity"]["precision"], c["parity"]["execution"], c["train"]["pipeline"]["name"]) for c in cells} == set(
+        itertools.product(["fp32", "mixed_bf16"], ["default", "compiled"], ["device", "native"]))
+    native = next(c for c in cells if c["train"]["pipeline"]["name"] == "native")
+    assert native["train"]["pipeline"]["workers"] >= 1  # the option's file, not just its name
     assert {gridlib.model_name(c["model"]) for c in cells} == {"small_cnn", "capstone_cnn"}
     assert {c["data"]["name"] for c in cells} == {"synthetic", "eurosat_mini"}
     # The selected data option keeps its command-line overrides; other options come from their files.

@@ -124,6 +124,8 @@ def test_gpu_actors_are_pinned_and_no_two_cells_share_a_device_at_once(tmp_path)
         visible_by_pid.setdefault(e["pid"], set()).add(e["cuda_visible_devices"])
     assert all(len(v) == 1 for v in visible_by_pid.values())
     assert sorted(v.pop() for v in visible_by_pid.values()) == ["", "0", "1"]  # the CPU actor sees no GPU
+    # Actors run at the driver's priority (Ray's default worker niceness is +15; see runner/ray_session.py).
+    assert {e["niceness"] for e in events} == {os.nice(0)}
     # One timing cell per GPU at a time; a CPU cell on this (GPU) node runs alone.
     for index in (0, 1):
         spans = sorted(_intervals(gpu[gpu.gpu_index == index]))
