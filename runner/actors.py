@@ -33,6 +33,11 @@ def actor_env(framework_cfg: Mapping[str, Any], parity_cfg: Mapping[str, Any], k
     """Environment of a framework's actor: read by the frameworks at import, so it is set at process start."""
     env = {
         "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+        # Ray starts workers at niceness +15 (`worker_niceness`), read by the worker process at start.
+        # The actors run the timed cells: at a lower priority than the driver and everything else on
+        # the node they would lose CPU to them and report it as framework time. 0 = normal priority
+        # (what Ray's own job supervisor sets for the same reason); works on any cluster node.
+        "RAY_worker_niceness": "0",
         "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # TF would otherwise grab all GPU memory at start
         "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # JAX likewise (75 % by default)
         "TF_CPP_MIN_LOG_LEVEL": "1",

@@ -17,12 +17,6 @@ from runner.slots import Slot
 # everywhere, so that interpreter exists on every node. Ray reads it when it starts: the runner
 # imports ray only inside functions, after this line has run.
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-# Ray starts its worker processes at niceness +15 (its `worker_niceness` setting) so that they yield
-# to the raylet and the driver. Here the workers ARE the measurement: timed cells at a lower priority
-# than the driver (and than anything else on the node) would lose CPU time to them and report it as
-# framework time. 0 runs them at the driver's priority. Read by the raylet when Ray starts on a
-# node: for `ray start` / containers, set RAY_worker_niceness=0 in that node's environment too.
-os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 class RaySession:
