@@ -644,6 +644,8 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
         "family_size": int(np.isfinite(headline["p"].to_numpy(float)).sum()),
         "n_secondary": int((pairs["family"] == "secondary").sum()),
         "notes": notes, "warnings": warnings,
+        "adaptive": [{"dir": str(s.path), **s.metadata["adaptive_seeds"]} for s in results.dirs
+                     if isinstance(s.metadata.get("adaptive_seeds"), dict)],
         "verdict_sections": _verdict_sections(summary, conditions, style),
         "metric_tables": _metric_tables(summary, conditions),
         "mcnemar": _mcnemar_table(summary),

@@ -114,6 +114,12 @@ def _check_runner_cfg(runner_cfg: Mapping[str, Any]) -> None:
         value = runner_cfg.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise GridError(f"runner.{key} must be an integer >= {minimum}, got {value!r}")
+    target = runner_cfg.get("target_ci")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float)) or target <= 0):
+        raise GridError(f"runner.target_ci must be a positive number (× the equivalence margin) or null, got {target!r}")
+    max_seeds = runner_cfg.get("max_seeds", 10)
+    if isinstance(max_seeds, bool) or not isinstance(max_seeds, int) or max_seeds < 2:
+        raise GridError(f"runner.max_seeds must be an integer >= 2, got {max_seeds!r}")
     cpus = runner_cfg.get("cpus_per_actor")
     if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus <= 0):
         raise GridError(f"runner.cpus_per_actor must be a positive number or null, got {cpus!r}")

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from core.atomic import atomic_write_json
 from core.gate import GateRecord
+from runner import adaptive
 from runner import grid as gridlib
 from runner import results
 from runner.actors import ActorPool
@@ -54,6 +55,7 @@ class _Found:
     cells: list[dict[str, Any]] = field(default_factory=list)
     env: dict[str, Any] = field(default_factory=dict)
     gate: GateRecord | None = None
+    adaptive: dict[str, Any] | None = None  # runner.target_ci: the rule and each round's decision
 
 
 def run_sweep(cfg: Any, out_dir: str | Path | None = None, overrides: Sequence[str] | None = None) -> SweepOutcome:
@@ -108,6 +110,7 @@ def _run_on_cluster(session: RaySession, sweep: OpenSweep, outcome: SweepOutcome
     todo_devices = {c["device"] for c in todo}
     pool = ActorPool(ray, [s for s in slots if any(s.accepts(d) for d in todo_devices)], runner_cfg)
     dispatcher = Dispatcher(pool, todo, runner_cfg, sweep.sweep_id, sweep.out_dir, found.env["git_sha"])
+    extra: list[Dispatcher] = []
     try:
         pool.start(todo, OmegaConf.to_container(sweep.cfg.parity, resolve=True))
         if runner_cfg.get("parity_gate", True):
@@ -115,9 +118,17 @@ def _run_on_cluster(session: RaySession, sweep: OpenSweep, outcome: SweepOutcome
             atomic_write_json(sweep.out_dir / PARITY_GATE_FILE, found.gate.to_dict())
             check_gate(found.gate, sweep.cfg, runner_cfg)
         dispatcher.run()
+        if adaptive.settings(runner_cfg) is not None:  # runner.target_ci: add seeds while intervals are wide
+            def run_cells(cells: list[dict[str, Any]]) -> None:
+                found.cells += cells
+                outcome.planned += [cell_id(c) for c in cells]
+                extra.append(Dispatcher(pool, cells, runner_cfg, sweep.sweep_id, sweep.out_dir, found.env["git_sha"]))
+                extra[-1].run()
+
+            found.adaptive = adaptive.add_seeds(sweep, devices, run_cells)
     finally:
         pool.stop(kill=not session.started)
-        outcome.ran = dispatcher.finished
+        outcome.ran = dispatcher.finished + [c for d in extra for c in d.finished]
         outcome.dispatch_seconds = dispatcher.dispatch_seconds
 
 
@@ -135,6 +146,8 @@ def _consolidate(sweep: OpenSweep, outcome: SweepOutcome, found: _Found, interru
                 "overrides": sweep.manifest.get("overrides", []), "environment": found.env,
                 "parity_gate": (found.gate or GateRecord.not_run()).to_dict(),
                 "cells_planned": len(outcome.planned), "complete": complete}
+    if found.adaptive is not None or "adaptive_seeds" in sweep.manifest:
+        metadata["adaptive_seeds"] = found.adaptive or sweep.manifest["adaptive_seeds"]
     outcome.files = results.consolidate(sweep.out_dir, metadata=metadata)
     sweep.record_finish(interrupted, len(outcome.ok), len(outcome.failed), len(outcome.missing))
 
