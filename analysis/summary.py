@@ -480,8 +480,10 @@ def _finish_pairs(cols: dict[str, np.ndarray], options: AnalysisOptions,
     equivalence intervals at the Holm levels, verdicts from those intervals, seeds-needed hints,
     phrases."""
     size = len(cols["row_kind"])
-    for col in ("p", "p_tost", "n", "_mean_d", "_sd_d", "_se_d", "_low_m", "_high_m"):
+    for col in ("p", "p_tost", "n", "estimate", "_mean_d", "_sd_d", "_se_d", "_low_m", "_high_m"):
         cols.setdefault(col, np.full(size, np.nan))
+    for col in ("framework_a", "framework_b", "comparison"):  # absent when only one framework ran
+        cols.setdefault(col, np.full(size, None, dtype=object))
     pair = cols["row_kind"] == "pair"
     for col in ("family", "verdict", "winner", "margin_words", "phrase"):
         cols[col] = np.where(pair, "", None).astype(object)

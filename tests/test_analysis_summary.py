@@ -216,3 +216,10 @@ def test_two_seeds_get_a_t_interval_not_the_range():
     keras = summary[(summary["row_kind"] == "framework") & (summary["framework"] == "keras")].iloc[0]
     # mean 0.82 ± t(0.975, 1) · sd/√2 = 0.82 ± 12.71 · 0.02: far wider than [min, max], clipped to [0, 1]
     assert keras.ci_low == pytest.approx(max(0.0, 0.82 - 12.706 * 0.02), abs=1e-3) and keras.ci_high == 1.0
+
+
+def test_one_framework_has_framework_rows_and_no_pairs():
+    from analysis.summary import summarize
+
+    summary, _, notes = summarize(_runs({"fake": [1.0, 1.1, 1.2]}, "median_epoch_seconds"), OPTS)
+    assert set(summary["row_kind"]) == {"framework"} and not notes

@@ -268,37 +268,3 @@ def test_a_crash_mid_write_leaves_no_partial_fragment(tmp_path, monkeypatch):
 def test_no_deep_learning_framework_was_imported():
     no_framework_imported()
     assert os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV") == "0"
-
-
-def test_adaptive_seeds_add_one_seed_at_a_time_until_the_analysis_is_satisfied(tmp_path, monkeypatch):
-    import analysis
-    from analysis.planning import SeedDecision
-
-    real, calls = analysis.plan_seeds, []
-
-    def scripted(dirs, options, *, seeds_run, max_seeds, target):
-        decision = real(dirs, options, seeds_run=seeds_run, max_seeds=max_seeds, target=target)  # runs on partial results
-        calls.append((seeds_run, sorted(set(runs_of(dirs[0])["seed"])), decision.reason))
-        # one framework has nothing to settle; pretend the intervals stay wide, so the maximum stops it
-        more = seeds_run < max_seeds
-        return SeedDecision(more, "scripted: wide" if more else f"maximum of {max_seeds} seeds reached", seeds_run)
-
-    def runs_of(out_dir):  # fragments: the sweep has not consolidated yet
-        from runner.results import read_fragments
-
-        return read_fragments(out_dir, "runs").to_pandas()
-
-    monkeypatch.setattr(analysis, "plan_seeds", scripted)
-    out = tmp_path / "adaptive"
-    outcome = run_sweep(compose_cfg(["grid.seed=[0,1]", "runner.target_ci=0.5", "runner.max_seeds=4"]), out_dir=out)
-    assert outcome.exit_code == EXIT_OK, outcome.message
-    assert [c[:2] for c in calls] == [(2, [0, 1]), (3, [0, 1, 2]), (4, [0, 1, 2, 3])]
-    assert "no headline comparison" in calls[0][2]  # the real rule, on one framework
-    table = runs(out)
-    assert sorted(table["seed"]) == [0, 1, 2, 3] and (table["status"] == "ok").all()  # each seed once
-    assert len(outcome.ok) == 4
-    record = json.loads((out / "sweep.json").read_text())["adaptive_seeds"]  # the manifest: a resume continues it
-    meta = read_metadata(out / "runs.parquet")["adaptive_seeds"]  # the results: the report shows it
-    assert meta == record and meta["added"] == [2, 3] and len(meta["rounds"]) == 3 and "half-width" in meta["rule"]
-    with pytest.raises(GridError, match="target_ci"):
-        run_sweep(compose_cfg(["runner.target_ci=-1"]), out_dir=tmp_path / "bad")
