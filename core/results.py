@@ -52,6 +52,7 @@ _IDENTITY = [
     ("cpu_threads", pa.int64()),
     ("concurrency", pa.int64()),  # timing cells sharing the node/device at once
     ("attempt", pa.int64()),
+    ("retry_causes", pa.string()),  # JSON [{attempt, actor, pid, signal, error}] of earlier attempts' deaths
 ]
 _PROVENANCE = [
     ("git_sha", pa.string()),

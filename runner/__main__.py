@@ -7,18 +7,21 @@
     uv run python -m runner runner.address=auto              # an existing Ray cluster
 
 Exit codes: 0 every cell ok; 1 some cells failed (listed), the report failed, or the sweep could
-not run (one line says why); 2 invalid grid/config (before any cell runs); 130 interrupted (the
-summary lists the missing cells and prints the resume command).
+not run (one line says why — also for its own I/O: disk full, permission denied, output dir gone);
+2 invalid grid/config (before any cell runs); 128 + signal when stopped by a signal — 130 SIGINT
+(Ctrl-C), 143 SIGTERM, 129 SIGHUP (the summary lists the missing cells and prints the resume
+command; see ``runner.stopping``). Tracebacks only with ``runner.debug=true`` or ``HYDRA_FULL_ERROR=1``.
 
 This file is the thin Hydra wrapper; the work is ``runner.sweep.run_sweep(cfg)``.
 """
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from runner import CONF_DIR
-from runner.outcome import EXIT_INVALID
+from runner.outcome import EXIT_INTERRUPTED, EXIT_INVALID
 from runner.sweep import run_sweep
 
 log = logging.getLogger("runner")
@@ -35,6 +38,13 @@ def _argv_with_defaults(argv: list[str]) -> list[str]:
         # Resuming an earlier output dir: Hydra's run dir (and so the log file) is that dir.
         args.append(f"hydra.run.dir={resume}")
     return args
+
+
+def _debug(cfg) -> bool:
+    """Tracebacks wanted: ``runner.debug=true`` or ``HYDRA_FULL_ERROR=1``."""
+    from omegaconf import OmegaConf
+
+    return bool(OmegaConf.select(cfg, "runner.debug", default=False)) or os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
 def main() -> None:
@@ -54,8 +64,18 @@ def main() -> None:
             log.error("invalid sweep: %s", exc)
             outcome["code"] = EXIT_INVALID
             return
+        except KeyboardInterrupt:  # a stop signal before the sweep's directory existed: nothing written
+            log.warning("interrupted before the sweep started; nothing was written")
+            outcome["code"] = EXIT_INTERRUPTED
+            return
+        if result.error is not None and _debug(cfg):
+            log.error("traceback (runner.debug):", exc_info=result.error)
         outcome["code"] = result.exit_code
 
+    if os.environ.get("HYDRA_FULL_ERROR") != "1" and "runner.debug=true" not in sys.argv:
+        # A log file that cannot be written (disk full) must not print logging's own tracebacks; the
+        # sweep's one-line error says what failed.
+        logging.raiseExceptions = False
     sys.argv = [sys.argv[0], *_argv_with_defaults(sys.argv[1:])]
     try:
         _app()

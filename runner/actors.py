@@ -56,6 +56,16 @@ def actor_env(framework_cfg: Mapping[str, Any], parity_cfg: Mapping[str, Any], k
     return env
 
 
+def to_log_file_only(level: int, message: str) -> None:
+    """A record for the sweep log (the root logger's file handlers) that the console does not show."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    handlers += [h for h in log.handlers if isinstance(h, logging.FileHandler)]
+    for handler in handlers:
+        if record.levelno >= handler.level:
+            handler.handle(record)
+
+
 def _where() -> dict[str, Any]:
     import ray
 
@@ -73,13 +83,20 @@ class CellWorker:
     """The body of an actor: runs cells of one framework on one slot, keeping adapters warm."""
 
     def __init__(self, framework: str, slot_key: str) -> None:
+        from runner import crashes
+
         self.framework = framework
         self.slot_key = slot_key
         self.adapter_cache: dict = {}
+        # A native crash (SIGSEGV, SIGABRT, …) dumps to a node-local file, not the console; the restarted
+        # actor reports it (where()) and the driver puts it in the sweep log and the cell's row.
+        self.crash_dump = crashes.enable_crash_dump()
         import runner.cell  # noqa: F401  (its metrics stack loads while the actor starts, not in a cell's time)
 
     def where(self) -> dict[str, Any]:
-        return _where()
+        from runner import crashes
+
+        return dict(_where(), crashes=crashes.collect_crashes(self.crash_dump))
 
     def run(self, cell: dict[str, Any], sweep_id: str, context: dict[str, Any]) -> dict[str, Any]:
         from runner.cell import run_cell
@@ -111,6 +128,8 @@ class ActorRecord:
     where: dict[str, Any] = field(default_factory=dict)
     state: str = "starting"  # starting | ready | probing (restarting after a death) | dead | unusable
     probe_failures: int = 0
+    restarts: int = 0  # deaths Ray restarted it after (bounded by runner.max_actor_restarts)
+    pending_causes: list[dict[str, Any]] = field(default_factory=list)  # deaths whose signal is not known yet
 
     @property
     def label(self) -> str:
@@ -148,7 +167,7 @@ class ActorPool:
             share = math.floor(1e4 / len(names)) / 1e4  # Ray's resource granularity is 1e-4
             for name in names:
                 options: dict[str, Any] = {
-                    "max_restarts": -1, "max_task_retries": 0,
+                    "max_restarts": int(self.runner_cfg.get("max_actor_restarts", 10)), "max_task_retries": 0,
                     "runtime_env": {"env_vars": actor_env(framework_cfgs[name], parity_cfg, slot.kind)},
                     "scheduling_strategy": NodeAffinitySchedulingStrategy(slot.node_id, soft=False),
                 }
@@ -197,8 +216,21 @@ class ActorPool:
             return
         actor.probe_failures = 0
         actor.state = "ready"
+        self._record_crashes(actor, actor.where.pop("crashes", None) or [])
         if actor.slot.kind == "gpu":
             self._follow_gpu(actor)
+
+    def _record_crashes(self, actor: ActorRecord, crashes: list[dict[str, Any]]) -> None:
+        """A restarted actor's report of its predecessors' native crashes: the dump to the sweep log
+        only (not the console), the signal to the cells' ``retry_causes``."""
+        for crash in crashes:
+            if actor.pending_causes:
+                actor.pending_causes.pop(0)["signal"] = crash.get("signal")
+            to_log_file_only(logging.ERROR, f"actor {actor.label} (pid {crash.get('pid')}) crashed with "
+                             f"{crash.get('signal') or 'a fatal signal'}; its dump:\n{crash.get('dump', '').rstrip()}")
+            log.warning("actor %s (pid %s) crashed with %s; the crash dump is in the sweep log", actor.label,
+                        crash.get("pid"), crash.get("signal") or "a fatal signal")
+        actor.pending_causes.clear()  # no dump for the rest: kill -9 / OOM (signal unknown)
 
     def _follow_gpu(self, actor: ActorRecord) -> None:
         gpu_ids = actor.where.get("gpu_ids") or []

@@ -9,6 +9,7 @@ times; a cell that raised outside ``run_cell``'s own guard is recorded as failed
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class _Queued:
     cell_id: str
     attempt: int = 1
     errors: list[str] = field(default_factory=list)
+    causes: list[dict[str, Any]] = field(default_factory=list)  # earlier attempts' deaths (runs.retry_causes)
 
 
 @dataclass
@@ -74,10 +76,22 @@ class Dispatcher:
         return self.last_result - self.first_dispatch
 
     # ---- the loop --------------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self, stop: Any = None) -> None:
+        """Until every cell has a result — or ``stop.stopping`` (a stop signal; ``runner.stopping``):
+        then nothing new is dispatched and the cells in flight get ``runner.stop_grace_s`` to finish."""
         pool = self.pool
+        self.stop = stop
+        grace = float(self.runner_cfg.get("stop_grace_s", 5.0))
+        stopped_at: float | None = None
         with progress_view(self.state, bool(self.runner_cfg.get("progress", True))) as view:
             while self.queue or self.running:
+                if self._stopping:
+                    if stopped_at is None:
+                        stopped_at = time.time()
+                        self.queue.clear()  # not started: missing, the resume runs them
+                    if not self.running or stop.grace_over(stopped_at, grace):
+                        self._abandon_in_flight(stop)
+                        break
                 pool.submit_due_probes()
                 self._dispatch()
                 waitable = list(self.running) + list(pool.probes)
@@ -106,6 +120,19 @@ class Dispatcher:
                     self._collect(run, out, error)
                 view.update()
 
+    @property
+    def _stopping(self) -> bool:
+        stop = getattr(self, "stop", None)
+        return stop is not None and stop.stopping
+
+    def _abandon_in_flight(self, stop: Any) -> None:
+        """Cells still running when the grace period ends: named, no row (the resume runs them)."""
+        for run in self.running.values():
+            stop.in_flight.append(run.item.cell_id)
+            log.warning("interrupted in flight: %s on %s (attempt %d) — no row; the resume runs it",
+                        cell_label(run.item.cell), run.actor.label, run.item.attempt)
+        self.running.clear()
+
     # ---- dispatch ----------------------------------------------------------------------------
     def _idle(self, slot: Slot) -> bool:
         return not any(lock in self.held for lock in slot.locks)
@@ -115,6 +142,8 @@ class Dispatcher:
         return [a for a in self.pool.actors if a.usable and a.framework == fw and a.slot.accepts(device)]
 
     def _dispatch(self) -> None:
+        if self._stopping:
+            return
         for item in list(self.queue):
             if all(not self._idle(s) for s in self.slots):
                 return
@@ -172,7 +201,7 @@ class Dispatcher:
         tables = out["tables"]
         for row in tables.get("runs", []):
             # The runner owns these columns: they describe where/how the cell ran, not what it computed.
-            row.update(attempt=item.attempt, concurrency=run.slot.concurrency)
+            row.update(attempt=item.attempt, concurrency=run.slot.concurrency, retry_causes=_causes_json(item))
         results.write_fragment(self.out_dir, out["cell_id"], tables, metadata={"sweep_id": self.sweep_id})
         self.finished.append(out["cell_id"])
         if out["status"] == "ok":
@@ -186,6 +215,16 @@ class Dispatcher:
     def _retry_or_fail(self, item: _Queued, run: _Running, seconds: float, error: BaseException) -> None:
         message = f"actor {run.actor.label} died during attempt {item.attempt}: {one_line(error, 500)}"
         item.errors.append(message)
+        cause = {"attempt": item.attempt, "actor": run.actor.label, "pid": run.actor.where.get("pid"),
+                 "signal": None, "error": one_line(error, 300)}
+        item.causes.append(cause)
+        run.actor.pending_causes.append(cause)  # the restarted actor says which signal (runner.crashes)
+        run.actor.restarts += 1
+        if self._stopping:  # no retry while stopping: the cell is missing, the resume runs it
+            if self.stop is not None:
+                self.stop.in_flight.append(item.cell_id)
+            log.warning("%s; not retried while stopping — the resume runs %s", message, item.cell_id)
+            return
         if item.attempt <= self.max_retries:
             log.warning("%s; retrying %s (attempt %d of %d)", message, item.cell_id, item.attempt + 1,
                         self.max_retries + 1)
@@ -200,12 +239,18 @@ class Dispatcher:
         row = failed_row(item.cell, self.sweep_id, error, tb or "\n".join(item.errors), item.attempt,
                          run.slot.concurrency if run else None, run.start_utc if run else None,
                          run.actor.where if run else {}, self.git_sha)
+        row["retry_causes"] = _causes_json(item)
         results.write_fragment(self.out_dir, item.cell_id, {"runs": [row]}, metadata={"sweep_id": self.sweep_id})
         self.finished.append(item.cell_id)
         self.state.failed += 1
         if seconds is not None:
             self.state.cell_seconds.append(seconds)
         log.error("finish %s: failed — %s", cell_label(item.cell), error)
+
+
+def _causes_json(item: _Queued) -> str | None:
+    """Earlier attempts' deaths as JSON: attempt, actor, pid, signal (null: no dump — kill -9/OOM), error."""
+    return json.dumps(item.causes) if item.causes else None
 
 
 def failed_row(cell: Mapping[str, Any], sweep_id: str, error: str, tb: str, attempt: int, concurrency: int | None,

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from core.atomic import atomic_write_json, atomic_write_text
 from runner import grid as gridlib
 from runner.grid import GridError
+from runner.io_errors import sweep_io
 
 log = logging.getLogger("runner.sweep")
 
@@ -51,12 +52,15 @@ class OpenSweep:
         return self.manifest["sweep_id"]
 
     def write(self) -> None:
-        atomic_write_json(self.out_dir / MANIFEST, self.manifest)
+        with sweep_io("cannot write", self.out_dir / MANIFEST):
+            atomic_write_json(self.out_dir / MANIFEST, self.manifest)
 
     def record_invocation(self) -> None:
         """Create the directory and append this invocation to the manifest, before anything runs."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.manifest_before = (self.out_dir / MANIFEST).read_text() if self.resuming else None
+        with sweep_io("cannot create", self.out_dir):
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        with sweep_io("cannot read", self.out_dir / MANIFEST):
+            self.manifest_before = (self.out_dir / MANIFEST).read_text() if self.resuming else None
         self.manifest["invocations"].append({"started": utcnow(), "resume": self.resuming,
                                              "overrides": list(self.overrides)})
         self.write()
@@ -85,9 +89,10 @@ class OpenSweep:
         self.write()
         return todo
 
-    def record_finish(self, interrupted: bool, ok: int, failed: int, missing: int) -> None:
+    def record_finish(self, interrupted: bool, ok: int, failed: int, missing: int,
+                      **extra: Any) -> None:
         self.manifest["invocations"][-1].update(finished=utcnow(), interrupted=interrupted, ok=ok,
-                                                failed=failed, missing=missing)
+                                                failed=failed, missing=missing, **extra)
         self.write()
 
 

@@ -34,6 +34,7 @@ class SweepOutcome:
     wall_seconds: float = 0.0
     dispatch_seconds: float = 0.0  # first dispatch → last result
     resume_command: str = ""
+    error: BaseException | None = None  # what made the sweep fail (its traceback: runner.debug=true)
 
 
 def cell_label(cell: Mapping[str, Any]) -> str:

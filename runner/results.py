@@ -7,6 +7,7 @@ sibling directory + ``os.replace``, so a crash never leaves a half-written fragm
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 
 from core.atomic import atomic_path
 from core.results import FRAGMENTS_DIR, SCHEMAS, encode_metadata, fragment_dirs, to_table
+from runner.io_errors import sweep_io
 
 
 def write_fragment(root: str | Path, cell_id: str, tables: Mapping[str, Iterable[Mapping[str, Any]]],
@@ -28,8 +30,16 @@ def write_fragment(root: str | Path, cell_id: str, tables: Mapping[str, Iterable
     fragment of the same cell (e.g. a ``failed`` attempt) is replaced whole.
     """
     frag_root = Path(root) / FRAGMENTS_DIR
-    frag_root.mkdir(parents=True, exist_ok=True)
     final = frag_root / cell_id
+    with sweep_io("cannot write", final):
+        if not Path(root).is_dir():  # never recreate a vanished output dir behind the user's back
+            raise FileNotFoundError(errno.ENOENT, "the output directory vanished", str(root))
+        frag_root.mkdir(exist_ok=True)
+        return _write_fragment(frag_root, final, cell_id, tables, metadata)
+
+
+def _write_fragment(frag_root: Path, final: Path, cell_id: str, tables: Mapping[str, Iterable[Mapping[str, Any]]],
+                    metadata: Mapping[str, Any] | None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{cell_id}.", dir=frag_root))
     try:
         for name in SCHEMAS:
@@ -69,7 +79,7 @@ def consolidate(root: str | Path, metadata: Mapping[str, Any] | None = None) -> 
     for name in SCHEMAS:
         table = read_fragments(root, name).replace_schema_metadata(encode_metadata(metadata))
         path = Path(root) / f"{name}.parquet"
-        with atomic_path(path) as tmp:
+        with sweep_io("cannot write", path), atomic_path(path) as tmp:
             pq.write_table(table, tmp)
         out[name] = path
     return out

@@ -13,7 +13,8 @@ The steps, and the module that owns each:
 4. ``runner.gate``: the equivalence gate once per (model, data) over the real frameworks.
 5. ``runner.dispatch``: cells leave a queue in a seeded, framework-interleaved order, each result
    is written at once as an atomic fragment, dead actors' cells are retried. ``runner.stopping``:
-   Ctrl-C leaves every finished cell on disk.
+   SIGINT/SIGTERM/SIGHUP stop it in order, leaving every finished cell on disk (exit 128 + signal).
+   A failure of the sweep's own I/O (``runner.io_errors``) is one line naming the path and cause.
 6. ``runner.results.consolidate`` with the config, environment and gate in the Parquet metadata,
    then the analysis report and the closing lines (``runner.outcome``).
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -41,9 +43,10 @@ from runner.grid import GridError
 from runner.manifest import OpenSweep, open_sweep, resume_command
 from runner.outcome import (EXIT_FAILED, SweepError, SweepOutcome, count_cells, say_finished, say_interrupted,
                             say_sweep_failed)
+from runner.io_errors import SweepIOError, sweep_io
 from runner.ray_session import RaySession, environment
 from runner.slots import discover_slots, inventory
-from runner.stopping import StopState
+from runner.stopping import StopRequested, StopState, signal_name
 
 log = logging.getLogger("runner.sweep")
 
@@ -62,33 +65,68 @@ def run_sweep(cfg: Any, out_dir: str | Path | None = None, overrides: Sequence[s
     """Run (or resume) the sweep described by ``cfg``; results land in ``out_dir`` (Hydra's run dir by default).
 
     Raises ``GridError`` for an invalid grid/config (before any cell runs); every other outcome —
-    success, failed cells, a failed sweep, Ctrl-C — is a ``SweepOutcome`` with its exit code.
+    success, failed cells, a failed sweep, a failure of the sweep's own I/O, a stop signal — is a
+    ``SweepOutcome`` with its exit code. SIGINT, SIGTERM and SIGHUP all take one stop path
+    (``runner.stopping``); a signal before the sweep's directory exists raises ``StopRequested``.
     """
+    stop = StopState()
+    with stop.handling():
+        return _run_sweep(cfg, out_dir, overrides, stop)
+
+
+def _run_sweep(cfg: Any, out_dir: str | Path | None, overrides: Sequence[str] | None, stop: StopState) -> SweepOutcome:
     t_start = time.time()
     sweep = open_sweep(cfg, out_dir, overrides)  # GridError ⇒ exit 2, before Ray starts
     outcome = SweepOutcome(exit_code=EXIT_FAILED, out_dir=sweep.out_dir, sweep_id=sweep.sweep_id,
                            resume_command=resume_command(sweep.out_dir, sweep.overrides))
     log.info("sweep %s%s → %s", sweep.sweep_id, " (resume)" if sweep.resuming else "", sweep.out_dir)
-    sweep.record_invocation()
-    stop, found = StopState(), _Found()
+    found = _Found()
     try:
-        with stop.on_interrupt(), RaySession(sweep.runner_cfg) as session:
-            _run_on_cluster(session, sweep, outcome, found)
+        sweep.record_invocation()
+    except SweepIOError as exc:
+        outcome.message = f"sweep failed: {exc}"
+        return say_sweep_failed(outcome)
+    try:
+        with RaySession(sweep.runner_cfg, on_started=stop.install) as session:
+            _run_on_cluster(session, sweep, outcome, found, stop)
+    except StopRequested:
+        pass  # stop.signum says which; the clean-up below is the same for every signal
     except GridError:  # invalid for this cluster (e.g. a device it lacks): leave the dir as it was
+        stop.cleanup()
         sweep.undo_invocation()
         raise
-    except SweepError as exc:
+    except (SweepError, SweepIOError) as exc:
         outcome.message = f"sweep failed: {exc}"
-    _consolidate(sweep, outcome, found, stop.interrupted)
+        outcome.error = exc
+    stop.cleanup()  # from here on a signal is acknowledged, never raised: the consolidation happens
+    try:
+        _consolidate(sweep, outcome, found, stop)
+    except SweepIOError as exc:
+        outcome.error = outcome.error or exc
+        first = f"{outcome.message}; " if outcome.message else "sweep failed: "
+        outcome.message = (f"{first}{exc} — finished cells stay in {sweep.out_dir / 'fragments'}; "
+                           f"free the space and run: {outcome.resume_command}")
     outcome.wall_seconds = time.time() - t_start
-    if outcome.message:  # the sweep itself failed (Ray, actors, gate)
+    if outcome.message:  # the sweep itself failed (Ray, actors, gate, its own I/O)
         return say_sweep_failed(outcome)
     if stop.interrupted:
-        return say_interrupted(outcome, found.cells)
-    return say_finished(outcome, found.cells, _report(sweep.cfg, sweep.out_dir, outcome))
+        outcome = say_interrupted(outcome, found.cells)
+        outcome.exit_code = stop.exit_code
+        return outcome
+    stop.reporting()
+    report_ok = _report(sweep.cfg, sweep.out_dir, outcome, stop)
+    stop.cleanup()
+    if stop.interrupted:  # the report was interrupted: the results are complete, the report is not
+        outcome.exit_code = stop.exit_code
+        outcome.message = (f"report interrupted ({signal_name(stop.signum)}); all results are in {sweep.out_dir}; "
+                           f"build the report with: python -m analysis {sweep.out_dir}")
+        log.warning(outcome.message)
+        return outcome
+    return say_finished(outcome, found.cells, report_ok)
 
 
-def _run_on_cluster(session: RaySession, sweep: OpenSweep, outcome: SweepOutcome, found: _Found) -> None:
+def _run_on_cluster(session: RaySession, sweep: OpenSweep, outcome: SweepOutcome, found: _Found,
+                    stop: StopState) -> None:
     """Slots → devices → the cell plan (manifest) → actors → gate → dispatch."""
     from runner.cell import cell_id
 
@@ -115,24 +153,31 @@ def _run_on_cluster(session: RaySession, sweep: OpenSweep, outcome: SweepOutcome
         pool.start(todo, OmegaConf.to_container(sweep.cfg.parity, resolve=True))
         if runner_cfg.get("parity_gate", True):
             found.gate = run_gate(ray, pool.actors, todo, sweep.cfg, runner_cfg)
-            atomic_write_json(sweep.out_dir / PARITY_GATE_FILE, found.gate.to_dict())
+            with sweep_io("cannot write", sweep.out_dir / PARITY_GATE_FILE):
+                atomic_write_json(sweep.out_dir / PARITY_GATE_FILE, found.gate.to_dict())
             check_gate(found.gate, sweep.cfg, runner_cfg)
-        dispatcher.run()
-        if adaptive.settings(runner_cfg) is not None:  # runner.target_ci: add seeds while intervals are wide
-            def run_cells(cells: list[dict[str, Any]]) -> None:
-                found.cells += cells
-                outcome.planned += [cell_id(c) for c in cells]
-                extra.append(Dispatcher(pool, cells, runner_cfg, sweep.sweep_id, sweep.out_dir, found.env["git_sha"]))
-                extra[-1].run()
+        with stop.dispatching():
+            dispatcher.run(stop)
+            if adaptive.settings(runner_cfg) is not None and not stop.interrupted:
+                # runner.target_ci: add seeds while intervals are wide
+                def run_cells(cells: list[dict[str, Any]]) -> None:
+                    if stop.interrupted:  # stopped during an adaptive round: no further rounds
+                        raise StopRequested(signal_name(stop.signum))
+                    found.cells += cells
+                    outcome.planned += [cell_id(c) for c in cells]
+                    extra.append(Dispatcher(pool, cells, runner_cfg, sweep.sweep_id, sweep.out_dir,
+                                            found.env["git_sha"]))
+                    extra[-1].run(stop)
 
-            found.adaptive = adaptive.add_seeds(sweep, devices, run_cells)
+                found.adaptive = adaptive.add_seeds(sweep, devices, run_cells)
     finally:
+        stop.cleanup()
         pool.stop(kill=not session.started)
         outcome.ran = dispatcher.finished + [c for d in extra for c in d.finished]
         outcome.dispatch_seconds = dispatcher.dispatch_seconds
 
 
-def _consolidate(sweep: OpenSweep, outcome: SweepOutcome, found: _Found, interrupted: bool) -> None:
+def _consolidate(sweep: OpenSweep, outcome: SweepOutcome, found: _Found, stop: StopState) -> None:
     """Fragments → the three tables (config, environment and gate in the metadata); manifest closed."""
     gate_file = sweep.out_dir / PARITY_GATE_FILE
     if found.gate is None and gate_file.exists():  # a resume that ran no gate: the earlier invocation's
@@ -140,7 +185,9 @@ def _consolidate(sweep: OpenSweep, outcome: SweepOutcome, found: _Found, interru
             found.gate = GateRecord.from_dict(json.loads(gate_file.read_text()))
         except (OSError, ValueError) as exc:
             log.warning("%s not carried into the results: %s", gate_file, exc)
-    count_cells(outcome, sweep.out_dir)
+    interrupted = stop.interrupted
+    with sweep_io("cannot read", sweep.out_dir / "fragments"):
+        count_cells(outcome, sweep.out_dir)
     complete = not interrupted and not outcome.message and not outcome.missing
     metadata = {"sweep_id": sweep.sweep_id, "config": _resolved(sweep.cfg),
                 "overrides": sweep.manifest.get("overrides", []), "environment": found.env,
@@ -149,7 +196,10 @@ def _consolidate(sweep: OpenSweep, outcome: SweepOutcome, found: _Found, interru
     if found.adaptive is not None or "adaptive_seeds" in sweep.manifest:
         metadata["adaptive_seeds"] = found.adaptive or sweep.manifest["adaptive_seeds"]
     outcome.files = results.consolidate(sweep.out_dir, metadata=metadata)
-    sweep.record_finish(interrupted, len(outcome.ok), len(outcome.failed), len(outcome.missing))
+    extra: dict[str, Any] = {}
+    if interrupted:
+        extra.update(signal=signal_name(stop.signum), interrupted_cells=list(stop.in_flight))
+    sweep.record_finish(interrupted, len(outcome.ok), len(outcome.failed), len(outcome.missing), **extra)
 
 
 def _grid_summary(plan: gridlib.GridPlan, devices: Sequence[str]) -> str:
@@ -164,7 +214,7 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
-def _report(cfg: DictConfig, out_dir: Path, outcome: SweepOutcome) -> bool:
+def _report(cfg: DictConfig, out_dir: Path, outcome: SweepOutcome, stop: StopState | None = None) -> bool:
     """The analysis report over this sweep's results (``analysis.build_report``); False if it failed."""
     report_cfg = OmegaConf.to_container(cfg.report, resolve=True) if "report" in cfg else {}
     if not report_cfg.get("enabled", True):
@@ -179,8 +229,13 @@ def _report(cfg: DictConfig, out_dir: Path, outcome: SweepOutcome) -> bool:
     if not outcome.ok:
         log.info("report: no ok cells; skipped")
         return True
+    log.info("report: building it from %s (a stop signal skips it; the results are complete)", out_dir)
     try:
         outcome.report = dict(build_report([out_dir], out_dir, report_cfg))
+    except KeyboardInterrupt:  # a stop signal (or Ctrl-C) during the report: no traceback, run_sweep says how
+        if stop is not None and stop.signum is None:
+            stop.signum = signal.SIGINT
+        return False
     except Exception as exc:  # the results are on disk either way
         log.error("report failed: %s: %s", type(exc).__name__, " ".join(str(exc).split()))
         log.debug("%s", traceback.format_exc())
