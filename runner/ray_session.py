@@ -29,6 +29,22 @@ log = logging.getLogger("runner.sweep")
 LOOPBACK = "127.0.0.1"
 
 
+def _loopback_node(ray: Any) -> None:
+    """Make a local Ray's node address the loopback, so that its servers listen on 127.0.0.1 only.
+
+    Ray picks the node address from the route to the outside unless cluster support is off
+    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when ``ray`` is imported — hence also the
+    constant, for this already-importing process); with the loopback as node address its gRPC servers
+    bind 127.0.0.1 instead of every interface. Ray's processes inherit the variable. Only for a Ray we
+    start: joining ``runner.address`` keeps the cluster's own settings.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    try:
+        ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+    except AttributeError:  # pragma: no cover - another Ray version: _node_ip_address still asks for it
+        pass
+
+
 def init_kwargs(runner_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The ``ray.init`` arguments of a sweep — the ONE place they are decided (other concerns, e.g. the
     console's log routing, add theirs here).
@@ -80,6 +96,7 @@ class RaySession:
             # The raylet's own waits (for the GCS, for the agents' port files) — Ray config read from the env.
             os.environ.setdefault("RAY_raylet_start_wait_time_s", str(int(timeout)))
             os.environ.setdefault("RAY_agent_register_timeout_ms", str(int(timeout * 1000)))
+            _loopback_node(ray)
         for attempt in range(1, attempts + 1):
             try:
                 with _patient_node_start(timeout if local else 0):
@@ -212,7 +229,6 @@ def _patient_node_start(timeout_s: float) -> Iterator[None]:
                 return original(*args, **kwargs)
             except RuntimeError:
                 failure = raylet_failure()
-                if os.environ.get("KVP_DEBUG_START"): print("patient", time.monotonic(), failure, flush=True)
                 if failure:  # the raylet died: waiting longer cannot help
                     raise RuntimeError(f"the raylet died during start-up: {failure}") from None
                 if time.monotonic() >= deadline:
