@@ -3,7 +3,7 @@
     uv run python benchmarks/chaos.py --faults 30 --seed 0
 
 Each invocation of ``python -m runner`` (framework=fake, data=synthetic, train=tiny) gets a seeded
-random plan: 0–3 worker kills (``SIGKILL``, ``SIGSEGV`` or ``SIGABRT`` sent to a ``ray::CellWorker``
+random plan: 1–4 worker kills (``SIGKILL``, ``SIGSEGV`` or ``SIGABRT`` sent to a ``ray::CellWorker``
 of THIS sweep's Ray, at a random moment) and, most of the time, a ``SIGINT`` or ``SIGTERM`` to the
 driver at a random moment. An interrupted sweep is resumed with the command it printed; a finished
 one is checked and a new sweep starts, until at least ``--faults`` faults were injected. Checks per
@@ -72,12 +72,12 @@ class Invocation:
     def __init__(self, argv: list[str], rng: np.random.Generator, log_path: Path) -> None:
         self.argv = argv
         self.log_path = log_path
-        self.kills = int(rng.integers(0, 4))
+        self.kills = int(rng.integers(1, 5))
         self.kill_signals = [WORKER_SIGNALS[int(i)] for i in rng.integers(0, len(WORKER_SIGNALS), self.kills)]
         self.kill_delays = rng.uniform(0.2, 2.5, self.kills)
-        driver = rng.choice(3, p=[0.2, 0.4, 0.4])
+        driver = rng.choice(3, p=[0.15, 0.425, 0.425])
         self.driver_signal = (None, signal.SIGINT, signal.SIGTERM)[int(driver)]
-        self.driver_delay = float(rng.uniform(0.0, 4.0))
+        self.driver_delay = float(rng.uniform(0.0, 6.0))
         self.injected: list[str] = []
 
     def run(self, timeout: float) -> tuple[int, str]:

@@ -25,6 +25,7 @@ fail                KVP_FAKE_FAIL           ``true`` or a list of seeds (env: ``
                                             raise ``RuntimeError`` in ``train_epoch``
 crash               KVP_FAKE_CRASH          ``true`` or a list of seeds: ``SIGKILL`` this process in
                                             ``train_epoch`` (actor death)
+crash_signal        —                       the signal a crash sends: SIGKILL (default), SIGSEGV, SIGABRT, …
 crash_once_file     KVP_FAKE_CRASH_ONCE     crash only while this file does not exist; it is created
                                             just before dying, so a retry succeeds
 record_file         KVP_FAKE_RECORD         append one JSON line per ``train_epoch`` call:
@@ -90,7 +91,7 @@ class FakeAdapter(Adapter):
         block = dict((cell.get("framework") or {}).get("fake") or {})
         env = {"step_sleep_s": "KVP_FAKE_SLEEP", "fail": "KVP_FAKE_FAIL", "crash": "KVP_FAKE_CRASH",
                "crash_once_file": "KVP_FAKE_CRASH_ONCE", "record_file": "KVP_FAKE_RECORD"}
-        known = set(env) | {"compile_sleep_s", "predict_warmup_s"}
+        known = set(env) | {"compile_sleep_s", "predict_warmup_s", "crash_signal"}
         unknown = set(block) - known
         if unknown:
             raise ValueError(f"framework.fake: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -261,14 +262,20 @@ class FakeAdapter(Adapter):
         return None  # numpy is synchronous
 
     # ---- test hooks -------------------------------------------------------------------
+    def _crash(self) -> None:
+        """Die by ``crash_signal`` (default SIGKILL; SIGSEGV/SIGABRT stand in for a native crash)."""
+        name = str(self._hooks.get("crash_signal") or "SIGKILL").upper()
+        os.kill(os.getpid(), getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))
+        time.sleep(5)  # the signal is delivered asynchronously; never go on with the cell
+
     def _maybe_fail_or_crash(self) -> None:
         marker = self._hooks.get("crash_once_file")
         if marker and not Path(marker).exists():
             Path(marker).parent.mkdir(parents=True, exist_ok=True)
             Path(marker).write_text(f"crashed pid {os.getpid()}\n")
-            os.kill(os.getpid(), signal.SIGKILL)
+            self._crash()
         if _flag_for_seed(self._hooks.get("crash"), self._seed):
-            os.kill(os.getpid(), signal.SIGKILL)
+            self._crash()
         if _flag_for_seed(self._hooks.get("fail"), self._seed):
             raise RuntimeError(f"fake framework: failure requested (framework.fake.fail / KVP_FAKE_FAIL), seed {self._seed}")
 

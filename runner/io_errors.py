@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 
-class SweepIOError(RuntimeError):
-    """An OSError of the sweep's own I/O, with the path and the cause in one line."""
+class SweepIOError(OSError):
+    """An OSError of the sweep's own I/O, with the path and the cause in one line (its text)."""
 
     def __init__(self, what: str, path: str | Path, exc: BaseException) -> None:
         self.path = Path(path)

@@ -170,25 +170,31 @@ def end_leftovers(wait_s: float = 5.0) -> list[int]:
     return pids
 
 
-def raylet_failure() -> str | None:
-    """The fatal line of a raylet of ours that died (its ``raylet.err``), e.g. a timed-out agent start."""
-    pattern = our_sessions()
+def _our_session_dirs() -> list[str]:
+    pattern, found = our_sessions(), []
     for root in {os.environ.get("RAY_TMPDIR") or "/tmp/ray", "/tmp/ray"}:
         try:
-            sessions = [e.path for e in os.scandir(root) if e.is_dir() and pattern.fullmatch(e.name)]
+            found += [e.path for e in os.scandir(root) if e.is_dir() and pattern.fullmatch(e.name)]
         except OSError:
             continue
-        for session in sorted(sessions, key=os.path.getmtime, reverse=True)[:1]:
-            try:
-                with open(os.path.join(session, "logs", "raylet.err"), errors="replace") as handle:
-                    for line in handle:
-                        found = re.match(r"\[[^\]]* [CF] \d+ \d+\] \(raylet\) (.*)", line)
-                        if found:
-                            text = found.group(1)
-                            text = text.split("Check failed:")[-1] if "Check failed:" in text else text
-                            return " ".join(text.split())[:300]
-            except OSError:
-                continue
+    return found
+
+
+def raylet_failure(ignore: frozenset[str] = frozenset()) -> str | None:
+    """The fatal line of a raylet of ours that died (its ``raylet.err``), e.g. a timed-out agent start;
+    sessions in ``ignore`` (earlier attempts) are not looked at."""
+    sessions = [d for d in _our_session_dirs() if d not in ignore]
+    for session in sorted(sessions, key=os.path.getmtime, reverse=True)[:1]:
+        try:
+            with open(os.path.join(session, "logs", "raylet.err"), errors="replace") as handle:
+                for line in handle:
+                    found = re.match(r"\[[^\]]* [CF] \d+ \d+\] \(raylet\) (.*)", line)
+                    if found:
+                        text = found.group(1)
+                        text = text.split("Check failed:")[-1] if "Check failed:" in text else text
+                        return " ".join(text.split())[:300]
+        except OSError:
+            continue
     return None
 
 
@@ -236,10 +242,49 @@ def _patient_node_start(timeout_s: float) -> Iterator[None]:
                 time.sleep(0.5)
 
     services.get_node = patient_get_node
+    params_cls = _fixed_agent_ports()
     try:
         yield
     finally:
         services.get_node = original
+        if params_cls is not None:
+            params_cls.update_pre_selected_port = params_cls._kvp_original_update
+            del params_cls._kvp_original_update
+
+
+#: The agents' ports a local node would otherwise choose at random and announce through port files —
+#: which its raylet waits for only ~15 s, then dies (seen on a loaded 2-core machine).
+_AGENT_PORTS = ("metrics_agent_port", "dashboard_agent_listen_port", "runtime_env_agent_port", "metrics_export_port")
+
+
+def _free_loopback_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _fixed_agent_ports() -> Any:
+    """Give a starting local node fixed (free, loopback) agent ports, so its raylet need not wait for the
+    agents' port files. Private Ray API: without it, nothing changes."""
+    try:
+        from ray._private.parameter import RayParams
+    except ImportError:  # pragma: no cover
+        return None
+    original = getattr(RayParams, "update_pre_selected_port", None)
+    if original is None or hasattr(RayParams, "_kvp_original_update"):
+        return None
+
+    def update_pre_selected_port(self: Any) -> Any:
+        for name in _AGENT_PORTS:
+            if hasattr(self, name) and not getattr(self, name):
+                setattr(self, name, _free_loopback_port())
+        return original(self)
+
+    RayParams._kvp_original_update = original
+    RayParams.update_pre_selected_port = update_pre_selected_port
+    return RayParams
 
 
 def environment(ray, slots: Sequence[Slot], devices: Sequence[str]) -> dict[str, Any]:

@@ -268,3 +268,27 @@ def test_a_crash_mid_write_leaves_no_partial_fragment(tmp_path, monkeypatch):
 def test_no_deep_learning_framework_was_imported():
     no_framework_imported()
     assert os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV") == "0"
+
+
+def test_a_native_crash_is_retried_its_signal_recorded_and_its_dump_goes_to_the_log_file_only(tmp_path, capfd):
+    # seed 0 segfaults once (SIGSEGV in its actor): retried like kill -9, the row says attempt 2 and the signal.
+    marker, log_file = tmp_path / "crashed-once", tmp_path / "sweep.log"
+    handler = logging.FileHandler(log_file)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        overrides = ["grid.seed=[0,1]", f"framework.fake.crash_once_file={marker}", "framework.fake.crash_signal=SIGSEGV"]
+        outcome = run_sweep(compose_cfg(overrides), out_dir=tmp_path / "out")
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    assert marker.exists() and outcome.exit_code == EXIT_OK, outcome.message
+    df = runs(tmp_path / "out").set_index("seed").sort_index()
+    assert list(df.attempt) == [2, 1]
+    causes = json.loads(df.loc[0, "retry_causes"])
+    assert [c["attempt"] for c in causes] == [1] and causes[0]["signal"] == "SIGSEGV", causes
+    assert df.loc[1, "retry_causes"] is None
+    text = log_file.read_text()
+    assert "crashed with SIGSEGV; its dump:" in text and "Fatal Python error: Segmentation fault" in text
+    console = capfd.readouterr()
+    assert "Fatal Python error" not in console.out + console.err  # the dump is not on the console
