@@ -59,9 +59,13 @@ def _ppid(pid: int) -> int:
 
 
 def workers_of(driver_pid: int) -> list[int]:
-    """``ray::CellWorker`` processes of the Ray that ``driver_pid`` started (children of its raylet)."""
-    session = re.compile(rf"session_\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_{driver_pid}(?![0-9])")
+    """``ray::CellWorker`` processes of the local Ray that ``driver_pid`` started (children of its raylet;
+    the session dir is named after the head process, a child of the driver)."""
     pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    heads = [p for p in pids if _ppid(p) == driver_pid and " start --head" in _cmdline(p)]
+    if not heads:
+        return []
+    session = re.compile(rf"session_\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_{heads[0]}(?![0-9])")
     raylets = {p for p in pids if "raylet" in _cmdline(p) and session.search(_cmdline(p))}
     return [p for p in pids if _ppid(p) in raylets and "CellWorker" in _cmdline(p)]
 

@@ -6,9 +6,12 @@ import logging
 import os
 import re
 import signal
+import subprocess
+import sys
+import threading
 import time
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 from core.text import one_line
 from runner.grid import GridError
@@ -38,47 +41,56 @@ def _loopback_node(ray: Any) -> None:
     bind 127.0.0.1 instead of every interface. Ray's processes inherit the variable. Only for a Ray we
     start: joining ``runner.address`` keeps the cluster's own settings.
     """
+    _SAVED.setdefault("env", os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"))
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     try:
+        _SAVED.setdefault("constant", ray._private.ray_constants.ENABLE_RAY_CLUSTER)
         ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
-    except AttributeError:  # pragma: no cover - another Ray version: _node_ip_address still asks for it
+    except AttributeError:  # pragma: no cover - another Ray version
         pass
 
 
-def init_kwargs(runner_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``ray.init`` arguments of a sweep — the ONE place they are decided (other concerns, e.g. the
-    console's log routing, add theirs here).
+_SAVED: dict[str, Any] = {}
 
-    Local Ray (``runner.address`` null): the node's address is the loopback, the dashboard is off unless
-    ``runner.dashboard=true`` (then on 127.0.0.1 only), and the Prometheus metrics export has no fixed
-    port. Joining a cluster (``runner.address``): only the address — the cluster keeps its own settings
-    (securing one: README, "Securing a Ray cluster").
-    """
+
+def _undo_loopback_node(ray: Any) -> None:
+    """After the local Ray: this process may join a cluster next (its own address is needed then)."""
+    if "env" in _SAVED:
+        previous = _SAVED.pop("env")
+        if previous is None:
+            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        else:
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = previous
+    if "constant" in _SAVED:
+        ray._private.ray_constants.ENABLE_RAY_CLUSTER = _SAVED.pop("constant")
+
+
+def init_kwargs(runner_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``ray.init`` arguments of the sweep's driver — the ONE place they are decided (other concerns,
+    e.g. the console's log routing, add theirs here). The driver always joins an address: the cluster's
+    (``runner.address``, whose own settings are kept — securing one: README) or the local head's that
+    ``LocalHead`` started on the loopback (``LocalHead.command`` holds the local node's settings)."""
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
     if runner_cfg.get("address"):
         kwargs["address"] = str(runner_cfg["address"])
-        return kwargs
-    kwargs.update(num_cpus=runner_cfg.get("num_cpus"), num_gpus=runner_cfg.get("num_gpus"),
-                  include_dashboard=bool(runner_cfg.get("dashboard", False)), dashboard_host=LOOPBACK,
-                  _node_ip_address=LOOPBACK)
     return kwargs
 
 
 class RaySession:
     """``with RaySession(runner_cfg) as session:`` — ``session.ray`` is ready; a Ray we started is shut down.
 
-    A local Ray start is retried (``runner.start_attempts``, default 3) with a start-up timeout of
-    ``runner.start_timeout_s`` (default 180 s, Ray's own is 30 s, which a loaded machine misses);
-    ``on_started`` runs after Ray is up (the stop handlers are re-installed there: Ray's driver installs
-    native ones). On every exit path — including a signal or an error during start-up — the Ray this
-    sweep started is shut down, and any of its processes left behind are ended (``leftover_processes``).
+    A local Ray (``LocalHead``) start is retried (``runner.start_attempts``, default 3) with a start-up
+    timeout of ``runner.start_timeout_s`` (default 180 s); ``on_started`` runs after Ray is up (the stop
+    handlers are re-installed there: Ray's driver installs native ones). On every exit path — including
+    a signal or an error during start-up — the Ray this sweep started is stopped, and any of its
+    processes left behind are ended (``leftover_processes``).
     """
 
     def __init__(self, runner_cfg: Mapping[str, Any], on_started: Callable[[], None] | None = None) -> None:
         self.runner_cfg = runner_cfg
         self.on_started = on_started
         self.started = False  # this sweep started the local Ray (so it owns it whole)
-        self.session_dir: str | None = None
+        self.head: LocalHead | None = None
         self.ray: Any = None
 
     def __enter__(self) -> "RaySession":
@@ -87,21 +99,40 @@ class RaySession:
         self.ray = ray
         if ray.is_initialized():
             return self
-        kwargs = init_kwargs(self.runner_cfg)
-        where = self.runner_cfg.get("address") or "a local instance"
-        local = not self.runner_cfg.get("address")
-        attempts = max(1, int(self.runner_cfg.get("start_attempts", 3))) if local else 1
+        if self.runner_cfg.get("address"):
+            self._join(str(self.runner_cfg["address"]))
+        else:
+            self._start_local()
+        self.started = True
+        if self.on_started is not None:
+            self.on_started()
+        return self
+
+    def _join(self, address: str) -> None:
+        try:
+            self.ray.init(**init_kwargs(self.runner_cfg))
+        except (KeyboardInterrupt, GridError):
+            raise
+        except Exception as exc:
+            raise SweepError(f"could not start/join Ray ({address}): {one_line(exc, 500)}") from None
+
+    def _start_local(self) -> None:
+        """A local head in its own process (``ray start --head --block``), then this driver joins it.
+
+        Ray's in-process start can hang for good inside native code when its raylet dies at start-up
+        (its agents not up within ~15 s on a loaded machine): no signal is handled, no timeout fires.
+        A separate head process can be watched and, on failure or timeout, ended and started again.
+        """
+        attempts = max(1, int(self.runner_cfg.get("start_attempts", 3)))
         timeout = float(self.runner_cfg.get("start_timeout_s", 180))
-        if local:
-            # The raylet's own waits (for the GCS, for the agents' port files) — Ray config read from the env.
-            os.environ.setdefault("RAY_raylet_start_wait_time_s", str(int(timeout)))
-            os.environ.setdefault("RAY_agent_register_timeout_ms", str(int(timeout * 1000)))
-            _loopback_node(ray)
         for attempt in range(1, attempts + 1):
             try:
-                with _patient_node_start(timeout if local else 0):
-                    context = ray.init(**kwargs)
-                break
+                self.head = LocalHead(self.runner_cfg, timeout)
+                self.head.start()
+                _loopback_node(self.ray)
+                kwargs = dict(init_kwargs(self.runner_cfg), address=self.head.address)
+                self.ray.init(**kwargs)
+                return
             except BaseException as exc:  # a half-started Ray must not outlive this attempt
                 self._shutdown()
                 if isinstance(exc, (KeyboardInterrupt, GridError)) or not isinstance(exc, Exception):
@@ -110,45 +141,141 @@ class RaySession:
                 if attempt < attempts:
                     log.warning("Ray did not start (attempt %d of %d): %s; retrying", attempt, attempts, cause)
                     continue
-                hint = (f" (tried {attempts}× with a {timeout:.0f} s start-up timeout; a loaded machine? raise "
-                        "runner.start_timeout_s / runner.start_attempts)" if local else "")
-                raise SweepError(f"could not start/join Ray ({where}): {cause}{hint}") from None
-        self.started = True
-        try:
-            self.session_dir = (getattr(context, "address_info", None) or {}).get("session_dir")
-        except Exception:  # pragma: no cover
-            self.session_dir = None
-        if self.on_started is not None:
-            self.on_started()
-        return self
+                raise SweepError(f"could not start Ray (a local instance): {cause} (tried {attempts}× with a "
+                                 f"{timeout:.0f} s start-up timeout; a loaded machine? raise "
+                                 "runner.start_timeout_s / runner.start_attempts)") from None
 
     def __exit__(self, *exc_info: Any) -> None:
         if self.started:
             self._shutdown()
 
     def _shutdown(self) -> None:
-        """Shut down the Ray this sweep started; end any of its processes that outlive that."""
+        """Disconnect; stop the local head this sweep started and end anything of its session left behind."""
         try:
             self.ray.shutdown()
         except BaseException:  # pragma: no cover - best effort at exit (a signal here must not stop clean-up)
             pass
-        if not self.runner_cfg.get("address"):
-            end_leftovers()
+        head, self.head = self.head, None
+        if head is not None:
+            head.stop()
+            _undo_loopback_node(self.ray)
 
 
-def our_sessions() -> "re.Pattern[str]":
-    """Session dirs of the Ray instances THIS process started: Ray names them ``session_<date>_<time>_<n>_<pid>``
-    after the driver's pid — so other Ray instances on the machine (other users, other sweeps) never match."""
-    return re.compile(rf"session_\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_{os.getpid()}(?![0-9])")
+class LocalHead:
+    """``ray start --head --block`` on the loopback, in its own process; stopped with everything it started.
+
+    Every port on 127.0.0.1 (node address = loopback with cluster mode off, dashboard off unless
+    ``runner.dashboard``, then on 127.0.0.1). The head process gets SIGTERM if the driver dies
+    (``PR_SET_PDEATHSIG``), so even a ``kill -9`` of the driver takes the local Ray down with it.
+    """
+
+    def __init__(self, runner_cfg: Mapping[str, Any], timeout_s: float) -> None:
+        self.runner_cfg = runner_cfg
+        self.timeout_s = timeout_s
+        self.port = _free_loopback_port()
+        self.address = f"{LOOPBACK}:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+
+    def command(self) -> list[str]:
+        ray_cli = Path(sys.executable).with_name("ray")
+        cmd = [str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", "--block", f"--port={self.port}",
+               f"--node-ip-address={LOOPBACK}", f"--dashboard-host={LOOPBACK}", "--disable-usage-stats",
+               f"--include-dashboard={'true' if self.runner_cfg.get('dashboard') else 'false'}"]
+        if self.runner_cfg.get("num_cpus") is not None:
+            cmd.append(f"--num-cpus={int(self.runner_cfg['num_cpus'])}")
+        if self.runner_cfg.get("num_gpus") is not None:
+            cmd.append(f"--num-gpus={int(self.runner_cfg['num_gpus'])}")
+        return cmd
+
+    def start(self) -> None:
+        env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=env, start_new_session=True, preexec_fn=_die_with_parent)
+        reader = threading.Thread(target=self._read, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + self.timeout_s
+        checked = time.monotonic()
+        while time.monotonic() < deadline:
+            if any("Ray runtime started" in line for line in self.lines):
+                return
+            if self.proc.poll() is not None:
+                reader.join(timeout=2)
+                raise RuntimeError(f"ray start exited {self.proc.returncode}: {self._cause()}")
+            if time.monotonic() - checked > 2:  # a dead raylet: the head would wait for ever
+                checked = time.monotonic()
+                failure = raylet_failure(pid=self.proc.pid)
+                if failure:
+                    raise RuntimeError(f"the raylet died during start-up: {failure}")
+            time.sleep(0.2)
+        raise RuntimeError(f"the local Ray did not start within {self.timeout_s:.0f} s: {self._cause()}")
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+            if len(self.lines) > 400:
+                del self.lines[:200]
+
+    def _cause(self) -> str:
+        failure = raylet_failure(pid=self.proc.pid if self.proc else None)
+        if failure:
+            return f"the raylet died: {failure}"
+        errors = [l for l in self.lines if "Error" in l or "error" in l or "failed" in l.lower()]
+        return " ".join((errors or self.lines or ["no output"])[-2:])[:400]
+
+    def stop(self) -> None:
+        """SIGTERM the head (``ray start --block`` then stops its processes); what is left after 10 s of
+        THIS session (its dir names the head's pid) is killed. Never another Ray instance's processes."""
+        if self.proc is None:
+            return
+        pid = self.proc.pid
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            except BaseException:  # a signal during clean-up: go on killing
+                self.proc.kill()
+        end_leftovers(wait_s=3.0, pid=pid)
+        try:
+            os.killpg(pid, signal.SIGKILL)  # anything still in the head's process group
+        except OSError:
+            pass
 
 
-def leftover_processes(wait_s: float = 5.0, pattern: "re.Pattern[str] | None" = None) -> list[int]:
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def _free_loopback_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def our_sessions(pid: int | None = None) -> "re.Pattern[str]":
+    """Session dirs of the Ray instance started by process ``pid`` (this one by default): Ray names them
+    ``session_<date>_<time>_<n>_<pid>`` — other Ray instances on the machine never match."""
+    pid = os.getpid() if pid is None else pid
+    return re.compile(rf"session_\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_{pid}(?![0-9])")
+
+
+def leftover_processes(wait_s: float = 5.0, pid: int | None = None) -> list[int]:
     """PIDs of processes of the Ray sessions this process started (their command line names the session
     dir) still alive after ``wait_s`` — e.g. ``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``, or a
     half-started node's ``gcs_server``. Linux (/proc) only; elsewhere []."""
     if not os.path.isdir("/proc"):
         return []
-    pattern = pattern or our_sessions()
+    pattern = our_sessions(pid)
     deadline = time.time() + wait_s
     while True:
         found = [pid for pid in _pids() if pid != os.getpid() and pattern.search(_cmdline(pid))]
@@ -157,9 +284,9 @@ def leftover_processes(wait_s: float = 5.0, pattern: "re.Pattern[str] | None" = 
         time.sleep(0.2)
 
 
-def end_leftovers(wait_s: float = 5.0) -> list[int]:
+def end_leftovers(wait_s: float = 5.0, pid: int | None = None) -> list[int]:
     """SIGKILL what ``leftover_processes`` finds (after giving Ray ``wait_s`` to end them itself)."""
-    pids = leftover_processes(wait_s)
+    pids = leftover_processes(wait_s, pid)
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -170,8 +297,8 @@ def end_leftovers(wait_s: float = 5.0) -> list[int]:
     return pids
 
 
-def _our_session_dirs() -> list[str]:
-    pattern, found = our_sessions(), []
+def _our_session_dirs(pid: int | None = None) -> list[str]:
+    pattern, found = our_sessions(pid), []
     for root in {os.environ.get("RAY_TMPDIR") or "/tmp/ray", "/tmp/ray"}:
         try:
             found += [e.path for e in os.scandir(root) if e.is_dir() and pattern.fullmatch(e.name)]
@@ -180,10 +307,10 @@ def _our_session_dirs() -> list[str]:
     return found
 
 
-def raylet_failure(ignore: frozenset[str] = frozenset()) -> str | None:
+def raylet_failure(ignore: frozenset[str] = frozenset(), pid: int | None = None) -> str | None:
     """The fatal line of a raylet of ours that died (its ``raylet.err``), e.g. a timed-out agent start;
     sessions in ``ignore`` (earlier attempts) are not looked at."""
-    sessions = [d for d in _our_session_dirs() if d not in ignore]
+    sessions = [d for d in _our_session_dirs(pid) if d not in ignore]
     for session in sorted(sessions, key=os.path.getmtime, reverse=True)[:1]:
         try:
             with open(os.path.join(session, "logs", "raylet.err"), errors="replace") as handle:
@@ -208,94 +335,3 @@ def _cmdline(pid: int) -> str:
             return handle.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
-
-
-@contextmanager
-def _patient_node_start(timeout_s: float) -> Iterator[None]:
-    """Let a local Ray node take up to ``timeout_s`` to register at start-up.
-
-    Ray's ``Node`` waits a fixed 30 s for its raylet to appear in the GCS, polling
-    ``ray._private.services.get_node``; on a loaded 2-core machine that is often too short. Inside
-    this block that poll itself waits (0.5 s steps) up to ``timeout_s``. Without that private function
-    (another Ray version) nothing changes: the bounded retries remain.
-    """
-    try:
-        from ray._private import services
-    except ImportError:  # pragma: no cover
-        services = None
-    original = getattr(services, "get_node", None) if services is not None else None
-    if not timeout_s or original is None:
-        yield
-        return
-    deadline = time.monotonic() + timeout_s
-
-    def patient_get_node(*args: Any, **kwargs: Any) -> Any:
-        while True:
-            try:
-                return original(*args, **kwargs)
-            except RuntimeError:
-                failure = raylet_failure()
-                if failure:  # the raylet died: waiting longer cannot help
-                    raise RuntimeError(f"the raylet died during start-up: {failure}") from None
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.5)
-
-    services.get_node = patient_get_node
-    params_cls = _fixed_agent_ports()
-    try:
-        yield
-    finally:
-        services.get_node = original
-        if params_cls is not None:
-            params_cls.update_pre_selected_port = params_cls._kvp_original_update
-            del params_cls._kvp_original_update
-
-
-#: The agents' ports a local node would otherwise choose at random and announce through port files —
-#: which its raylet waits for only ~15 s, then dies (seen on a loaded 2-core machine).
-_AGENT_PORTS = ("metrics_agent_port", "dashboard_agent_listen_port", "runtime_env_agent_port", "metrics_export_port")
-
-
-def _free_loopback_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def _fixed_agent_ports() -> Any:
-    """Give a starting local node fixed (free, loopback) agent ports, so its raylet need not wait for the
-    agents' port files. Private Ray API: without it, nothing changes."""
-    try:
-        from ray._private.parameter import RayParams
-    except ImportError:  # pragma: no cover
-        return None
-    original = getattr(RayParams, "update_pre_selected_port", None)
-    if original is None or hasattr(RayParams, "_kvp_original_update"):
-        return None
-
-    def update_pre_selected_port(self: Any) -> Any:
-        for name in _AGENT_PORTS:
-            if hasattr(self, name) and not getattr(self, name):
-                setattr(self, name, _free_loopback_port())
-        return original(self)
-
-    RayParams._kvp_original_update = original
-    RayParams.update_pre_selected_port = update_pre_selected_port
-    return RayParams
-
-
-def environment(ray, slots: Sequence[Slot], devices: Sequence[str]) -> dict[str, Any]:
-    """Driver, cluster and slot facts recorded in the results' metadata."""
-    from runner import provenance
-
-    nodes = [{"node_id": n["NodeID"], "host": n.get("NodeManagerHostname"), "address": n.get("NodeManagerAddress"),
-              "resources": n.get("Resources", {})} for n in ray.nodes() if n.get("Alive", True)]
-    return {"git_sha": provenance.git_sha(), "driver_host": provenance.host_name(),
-            "driver_versions": provenance.library_versions(), "ray_version": ray.__version__,
-            "hosts": sorted({n["host"] for n in nodes if n["host"]}), "nodes": nodes,
-            "cluster_resources": ray.cluster_resources(), "devices": list(devices),
-            "slots": [{"slot": s.label, "kind": s.kind, "gpu_index": s.index if s.kind == "gpu" else None,
-                       "accelerator_type": s.accelerator_type, "concurrency": s.concurrency} for s in slots]}

@@ -48,8 +48,22 @@ def _finish(proc: subprocess.Popen, timeout: float = 180) -> str:
 
 
 def _session_of(pid: int) -> re.Pattern[str]:
-    """Ray session dirs of the driver ``pid`` (Ray names them after the driver's pid)."""
+    """Ray session dirs of the process ``pid`` that started it (Ray names them after that pid)."""
     return re.compile(rf"session_\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_{pid}(?![0-9])")
+
+
+def _head_of(driver_pid: int) -> int:
+    """The local Ray head the sweep started (``ray start --head``, a child of the driver)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == driver_pid and " start --head" in cmd:
+                return int(entry.name)
+    raise AssertionError(f"no local Ray head under the driver {driver_pid}")
 
 
 def _processes(pattern: re.Pattern[str]) -> dict[int, str]:
@@ -62,6 +76,22 @@ def _processes(pattern: re.Pattern[str]) -> dict[int, str]:
                 continue
             if pattern.search(cmd):
                 found[int(entry.name)] = cmd[:120]
+    return found
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    parent = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, grew = set(roots), True
+    while grew:
+        new = {p for p, pp in parent.items() if pp in found and p not in found}
+        found |= new
+        grew = bool(new)
     return found
 
 
@@ -96,10 +126,12 @@ def test_sigterm_stops_in_order_exit_143_ray_on_loopback_and_nothing_of_ours_sur
     proc = _start([*SLOW_CELLS, f"hydra.run.dir={out}"])
     try:
         _wait_for(lambda: fragment_ids(out), proc, "a first finished cell")
-        ours = _processes(_session_of(proc.pid))
+        head = _head_of(proc.pid)
+        ours = _processes(_session_of(head))
         assert ours, "no Ray process of this sweep found"
         if shutil.which("ss"):
-            sockets = _listening(set(ours) | {proc.pid})
+            family = _descendants({proc.pid, head, *ours})
+            sockets = _listening(family)
             assert sockets, "the sweep's Ray listens nowhere?"
             outside = [s for s in sockets if not _is_loopback(s[0])]
             assert not outside, f"Ray sockets outside 127.0.0.0/8: {outside}"
@@ -112,7 +144,8 @@ def test_sigterm_stops_in_order_exit_143_ray_on_loopback_and_nothing_of_ours_sur
     _assert_resumable(output, out, 143, "SIGTERM")
     assert "SIGTERM: stopping" in output
     time.sleep(1)
-    assert _processes(_session_of(proc.pid)) == {}, "a Ray process of the sweep outlived the driver"
+    assert _processes(_session_of(head)) == {}, "a Ray process of the sweep outlived the driver"
+    assert not Path(f"/proc/{head}").exists()
 
 
 @pytest.mark.skipif(not shutil.which("ss"), reason="needs `ss` (iproute2) to list listening sockets")
