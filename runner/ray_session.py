@@ -335,3 +335,17 @@ def _cmdline(pid: int) -> str:
             return handle.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def environment(ray, slots: Sequence[Slot], devices: Sequence[str]) -> dict[str, Any]:
+    """Driver, cluster and slot facts recorded in the results' metadata."""
+    from runner import provenance
+
+    nodes = [{"node_id": n["NodeID"], "host": n.get("NodeManagerHostname"), "address": n.get("NodeManagerAddress"),
+              "resources": n.get("Resources", {})} for n in ray.nodes() if n.get("Alive", True)]
+    return {"git_sha": provenance.git_sha(), "driver_host": provenance.host_name(),
+            "driver_versions": provenance.library_versions(), "ray_version": ray.__version__,
+            "hosts": sorted({n["host"] for n in nodes if n["host"]}), "nodes": nodes,
+            "cluster_resources": ray.cluster_resources(), "devices": list(devices),
+            "slots": [{"slot": s.label, "kind": s.kind, "gpu_index": s.index if s.kind == "gpu" else None,
+                       "accelerator_type": s.accelerator_type, "concurrency": s.concurrency} for s in slots]}
