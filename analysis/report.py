@@ -571,7 +571,7 @@ def _figure_notes(fw_rows: pd.DataFrame, conditions: pd.DataFrame, frameworks: l
     """The sentence shown where a figure is left out because it would show nothing."""
     from analysis import plots
 
-    notes = {"scaling": "", "paired": ""}
+    notes = {"scaling": "", "paired": "", "forest": ""}
     if plots.speed_axis(fw_rows) is None and not fw_rows.empty:
         batch = sorted(fw_rows["batch_size"].dropna().astype(int).unique())
         device = sorted(fw_rows["device_label"].dropna().astype(str).unique())
@@ -580,6 +580,7 @@ def _figure_notes(fw_rows: pd.DataFrame, conditions: pd.DataFrame, frameworks: l
                             "Sweep batch sizes (+sweep=batch_sizes) or devices (+sweep=devices) to see it.")
     if len(frameworks) < 2:
         notes["paired"] = f"Only {', '.join(frameworks)} ran: there is no second framework to pair seeds with."
+        notes["forest"] = f"Only {', '.join(frameworks)} ran: there is no paired comparison to plot."
     elif len(conditions) > MAX_PAIRED_CONDITIONS:
         notes["paired"] = (f"Drawn for the first {MAX_PAIRED_CONDITIONS} of {len(conditions)} conditions; "
                            "the per-condition sections below show every condition.")

@@ -492,3 +492,17 @@ def test_summary_is_plain_parquet(built):
     pair = frame[(frame["row_kind"] == "pair") & (frame["metric"] == "median_epoch_seconds")]
     assert len(pair) == 2 and (pair["estimate"] > 1.3).all()
     assert json.loads(json.dumps(frame["verdict"].dropna().tolist()))
+
+
+def test_left_out_figures_say_why():
+    from analysis.report import _figure_notes
+
+    fw_rows = pd.DataFrame({"metric": "median_epoch_seconds", "batch_size": [64], "device_label": ["cpu Test CPU"]})
+    conditions = pd.DataFrame({"condition_id": [0], "condition": ["all runs"]})
+    alone = _figure_notes(fw_rows, conditions, ["keras"])
+    assert alone["forest"] == "Only keras ran: there is no paired comparison to plot."
+    assert alone["paired"].startswith("Only keras ran")
+    assert alone["scaling"].startswith("Every run used one training batch size (64) and one device (cpu Test CPU)")
+    both = _figure_notes(fw_rows.assign(batch_size=[32]).pipe(lambda f: pd.concat([f, fw_rows])), conditions,
+                         ["keras", "pytorch"])
+    assert both == {"scaling": "", "paired": "", "forest": ""}  # nothing left out, nothing to explain
