@@ -1,10 +1,10 @@
 """Keras on TensorFlow: ``tf.config`` runtime settings and tf.data pipelines.
 
-``pipeline=device`` on TensorFlow: the orientation bank is a TF tensor on the compute device and
-each batch is one ``tf.gather`` + cast + scale/shift in a tf.data map. tf.data runs its map
-functions on the host CPU, so on a CPU this is the device; on a GPU the gather reads the host copy
-and each batch is copied over (TensorFlow has no public way to run a tf.data map on the GPU) —
-the knob table says so.
+``pipeline=device`` on TensorFlow: the orientation bank is a TF tensor and each batch is one
+``tf.gather`` + cast + scale/shift in a tf.data map (whole-batch ops, prefetched). tf.data runs its
+map functions on the host CPU, so the bank lives in host memory: on a CPU that is the compute
+device; on a GPU each finished batch is copied over (TensorFlow has no public way to run a tf.data
+map on the GPU) — the knob table says so.
 """
 from __future__ import annotations
 
@@ -123,7 +123,9 @@ class Backend(KerasBackend):
             self._bank = None
             _, height, width, _ = batches.x.shape
             orientations = P.bank_orientations(height, width, augmented)
-            with tf.device("/GPU:0" if tf.config.get_visible_devices("GPU") else "/CPU:0"):
+            # tf.data runs its map functions on the host: a bank on the GPU would be copied back into
+            # every dataset built from it, so it lives in host memory (the device itself on a CPU).
+            with tf.device("/CPU:0"):
                 images = tf.constant(np.asarray(batches.x))
                 views = []
                 for o in orientations:
