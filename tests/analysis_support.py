@@ -56,6 +56,7 @@ def make_sweep(root: str | Path, *, frameworks: Iterable[str] = ("keras", "pytor
     numbers per seed (the "identical inputs" case). ``failed``: (framework, seed) cells that fail.
     """
     root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)  # as the runner does before any cell writes (write_fragment needs it)
     frameworks = list(frameworks)
     speed = dict(speed or {fw: 1.0 for fw in frameworks})
     skill = dict(skill or {fw: 0.8 for fw in frameworks})
