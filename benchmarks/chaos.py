@@ -38,9 +38,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE = ["framework=fake", "grid.framework=[fake]", "data=synthetic", "data.samples_per_class=16", "train=tiny",
-        "train.latency_samples=2", "train.latency_warmup=0", "grid.batch_size=[8]", "grid.device=[cpu]",
-        "runner.progress=false", "report.enabled=false", "runner.parity_gate=false"]
+sys.path.insert(0, str(ROOT / "tests"))
+from runner_support import FAKE  # noqa: E402  (the tests' tiny fake-framework sweep, kept in one place)
+
 WORKER_SIGNALS = (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT)
 
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
             sweep_no += 1
             out = root / f"sweep{sweep_no:02d}"
-            argv_ = [*FAKE, f"grid.seed=[{seeds}]", f"framework.fake.step_sleep_s={args.step_sleep}",
+            argv_ = [*FAKE, "grid.batch_size=[8]", f"grid.seed=[{seeds}]", f"framework.fake.step_sleep_s={args.step_sleep}",
                      "runner.max_retries=10", "runner.max_actor_restarts=100", "runner.stop_grace_s=2",
                      f"hydra.run.dir={out}"]
         else:

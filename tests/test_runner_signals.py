@@ -29,7 +29,7 @@ def _start(args: list[str]) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 240) -> None:
+def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 600) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
         if predicate():
