@@ -182,6 +182,11 @@ class LocalHead:
         cmd = [str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", "--block", f"--port={self.port}",
                f"--node-ip-address={LOOPBACK}", f"--dashboard-host={LOOPBACK}", "--disable-usage-stats",
                f"--include-dashboard={'true' if self.runner_cfg.get('dashboard') else 'false'}"]
+        # Fixed agent ports: with ports chosen at random the raylet waits (~15 s, then dies) for the
+        # agents to announce theirs in files — too short for a loaded machine.
+        for flag in ("--dashboard-agent-grpc-port", "--dashboard-agent-listen-port", "--runtime-env-agent-port",
+                     "--metrics-export-port"):
+            cmd.append(f"{flag}={_free_loopback_port()}")
         if self.runner_cfg.get("num_cpus") is not None:
             cmd.append(f"--num-cpus={int(self.runner_cfg['num_cpus'])}")
         if self.runner_cfg.get("num_gpus") is not None:
