@@ -73,8 +73,9 @@ def workers_of(driver_pid: int) -> list[int]:
 class Invocation:
     """One ``python -m runner`` run with its fault plan executed from a thread."""
 
-    def __init__(self, argv: list[str], rng: np.random.Generator, log_path: Path) -> None:
+    def __init__(self, argv: list[str], rng: np.random.Generator, log_path: Path, nice: int = 0) -> None:
         self.argv = argv
+        self.nice = nice
         self.log_path = log_path
         self.kills = int(rng.integers(1, 5))
         self.kill_signals = [WORKER_SIGNALS[int(i)] for i in rng.integers(0, len(WORKER_SIGNALS), self.kills)]
@@ -86,7 +87,8 @@ class Invocation:
 
     def run(self, timeout: float) -> tuple[int, str]:
         with open(self.log_path, "w") as log_file:
-            proc = subprocess.Popen([sys.executable, "-m", "runner", *self.argv], cwd=ROOT, stdout=log_file,
+            prefix = ["nice", "-n", str(self.nice)] if self.nice else []
+            proc = subprocess.Popen([*prefix, sys.executable, "-m", "runner", *self.argv], cwd=ROOT, stdout=log_file,
                                     stderr=subprocess.STDOUT, start_new_session=True,
                                     env=dict(os.environ, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", PYTHONUNBUFFERED="1"))
             thread = threading.Thread(target=self._inject, args=(proc,), daemon=True)
@@ -154,11 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step-sleep", type=float, default=0.15, help="fake framework: seconds per training step")
     ap.add_argument("--out", type=Path, default=None, help="where the sweeps go (default: a temporary dir)")
     ap.add_argument("--max-invocations", type=int, default=60)
+    ap.add_argument("--nice", type=int, default=0, help="run the sweeps under `nice -n N` (negative needs root: "
+                    "on a machine loaded by others, Ray's agents otherwise miss their start-up deadline)")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     root = args.out or Path(tempfile.mkdtemp(prefix="kvp-chaos-"))
     root.mkdir(parents=True, exist_ok=True)
-    print(f"chaos: seed {args.seed}, ≥{args.faults} faults, {args.cells} cells per sweep, in {root}", flush=True)
+    print(f"chaos: seed {args.seed}, ≥{args.faults} faults, {args.cells} cells per sweep, nice {args.nice}, in {root}",
+          flush=True)
     seeds = ",".join(str(s) for s in range(args.cells))
     faults = Counter()
     totals = Counter()
@@ -177,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             argv_ = shlex.split(resume_cmd)[3:]
         invocation_no += 1
-        inv = Invocation(argv_, rng, root / f"invocation{invocation_no:03d}.log")
+        inv = Invocation(argv_, rng, root / f"invocation{invocation_no:03d}.log", args.nice)
         t0 = time.time()
         code, output = inv.run(timeout=900)
         exits[code] += 1
