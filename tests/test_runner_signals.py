@@ -248,3 +248,69 @@ def test_injected_disk_full_during_consolidation_consolidates_nothing_half_and_s
 
 def test_no_deep_learning_framework_was_imported():
     no_framework_imported()
+
+
+def test_the_stop_path_by_phase_with_real_signals_and_no_ray():
+    """runner.stopping on its own: real signals to this process, one stop path whatever the signal."""
+    import os
+
+    from runner.stopping import StopRequested, StopState, exit_code_for
+
+    assert [exit_code_for(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == [130, 143, 129]
+    previous = signal.getsignal(signal.SIGTERM)
+    stop = StopState()
+    with stop.handling():
+        # dispatch: the first signal only asks to stop (cells in flight get their grace period) ...
+        with stop.dispatching():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            assert stop.interrupted and stop.signum == signal.SIGTERM and not stop.abandon
+            assert not stop.grace_over(time.time(), 30)
+            os.kill(os.getpid(), signal.SIGINT)  # ... a second one ends the grace period at once
+            time.sleep(0.05)
+            assert stop.abandon and stop.grace_over(time.time(), 30)
+        # clean-up: signals are acknowledged, never raised (the consolidation must happen)
+        assert stop.phase == "cleanup"
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            os.kill(os.getpid(), sig)
+            time.sleep(0.05)
+        assert stop.exit_code == 143  # the first signal decides the exit status
+    assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored
+
+    fresh = StopState()
+    with fresh.handling(), pytest.raises(StopRequested):  # outside dispatch (Ray start, the gate): leave at once
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(1)
+    assert fresh.exit_code == 129 and fresh.phase == "cleanup"
+    report = StopState()
+    with report.handling():
+        report.reporting()
+        with pytest.raises(StopRequested):  # the report step: a signal ends it
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        assert report.exit_code == 130
+
+
+def test_only_our_ray_sessions_processes_are_found_and_ended_and_a_dead_raylet_is_named(tmp_path, monkeypatch):
+    from runner import ray_session
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    ours, theirs = 4242420, 4242421  # the pids in the session names (Ray names a session after its starter)
+    sleeper = "import sys, time; time.sleep(60)"
+    procs = {pid: subprocess.Popen([sys.executable, "-c", sleeper, f"--session-dir=/tmp/ray/session_2026-01-01_00-00-00_1_{pid}"])
+             for pid in (ours, theirs)}
+    try:
+        found = ray_session.leftover_processes(wait_s=0, pid=ours)
+        assert found == [procs[ours].pid]  # never the other session's process
+        assert ray_session.end_leftovers(wait_s=0, pid=ours) == [procs[ours].pid]
+        procs[ours].wait(timeout=10)
+        assert procs[theirs].poll() is None
+    finally:
+        for proc in procs.values():
+            proc.kill()
+    logs = tmp_path / f"session_2026-01-01_00-00-00_1_{ours}" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "raylet.err").write_text("[2026-01-01 00:00:18,000 C 7 7] (raylet) node_manager.cc:3576: An unexpected "
+                                     "system state ... Check failed: x Timed out waiting for file /tmp/x/metrics\n")
+    assert ray_session.raylet_failure(pid=ours) == "x Timed out waiting for file /tmp/x/metrics"
+    assert ray_session.raylet_failure(pid=theirs) is None
