@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             resume_cmd = None
         elif code in (130, 143) and found:
             resume_cmd = found[-1].strip()
-        elif code == 1 and "could not start/join Ray" in output:
+        elif code == 1 and ("could not start Ray" in output or "could not start/join Ray" in output):
             resume_cmd = resume_cmd or f"python -m runner runner.resume={out}"
             if not (out / "sweep.json").exists():  # nothing was written: start the sweep again
                 resume_cmd = None
