@@ -1,4 +1,4 @@
-"""Statistics and the HTML report (see ../shared/DESIGN.md, "Statistics" and "The report").
+"""Statistics and the HTML report (see the README, "Statistics and the report").
 
 ``build_report`` is what the runner calls at the end of a sweep; ``python -m analysis`` is the same
 from the command line. Heavy imports (matplotlib, the report module) happen inside the call.

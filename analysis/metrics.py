@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from core.registry import FRAMEWORKS
+
 Kind = Literal["quality", "time", "throughput", "memory"]
 Comparison = Literal["difference", "ratio"]
 
@@ -103,7 +105,7 @@ CONDITION_LABELS: dict[str, str] = {
 }
 
 # Display order of frameworks; pairs are (earlier, later) so "keras vs pytorch" reads A = keras.
-FRAMEWORK_ORDER: tuple[str, ...] = ("keras", "pytorch", "keras_jax", "keras_torch", "fake")
+FRAMEWORK_ORDER: tuple[str, ...] = tuple(FRAMEWORKS)  # the registry's order (core.registry)
 
 
 def framework_sort_key(name: str) -> tuple[int, str]:

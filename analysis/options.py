@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
+
+from omegaconf import OmegaConf
+
+from core.config import ConfigError, ReportConfig, check_node, load_option
 
 
 class AnalysisError(Exception):
@@ -20,20 +25,11 @@ class AnalysisOptions:
     margin_time_ratio: float = 0.05  # TOST margin for ratios: A/B within [1/(1+m), 1+m]
     alpha: float = 0.05
 
-    def __post_init__(self) -> None:
-        problems = []
-        if not 0 < self.confidence < 1:
-            problems.append(f"confidence must be in (0, 1), got {self.confidence}")
-        if int(self.n_resamples) < 10:
-            problems.append(f"n_resamples must be ≥ 10, got {self.n_resamples}")
-        if not 0 < self.alpha < 0.5:
-            problems.append(f"alpha must be in (0, 0.5), got {self.alpha}")
-        if not self.margin_quality_pp > 0:
-            problems.append(f"margin_quality_pp must be > 0, got {self.margin_quality_pp}")
-        if not self.margin_time_ratio > 0:
-            problems.append(f"margin_time_ratio must be > 0, got {self.margin_time_ratio}")
-        if problems:
-            raise AnalysisError("report options: " + "; ".join(problems))
+    def __post_init__(self) -> None:  # ranges: the report schema (core.config.ReportConfig), as for the conf
+        try:
+            check_node(ReportConfig, dataclasses.asdict(self), "report")
+        except ConfigError as exc:
+            raise AnalysisError(f"report options: {exc}") from None
 
     @property
     def log_ratio_margin(self) -> float:
@@ -41,18 +37,13 @@ class AnalysisOptions:
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any] | None) -> "AnalysisOptions":
-        """Build from the ``report`` config node; ``enabled`` (a runner switch) is accepted and ignored."""
-        data = dict(options or {})
-        data.pop("enabled", None)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise AnalysisError(f"report options: unknown key(s) {unknown}; known: {sorted(known)}")
+        """Build from the ``report`` config node, checked against its schema; ``enabled`` (a runner switch)
+        is accepted and ignored."""
         try:
-            typed = {k: (int(v) if k in ("n_resamples", "random_state") else float(v)) for k, v in data.items()}
-        except (TypeError, ValueError) as exc:
+            report = check_node(ReportConfig, dict(options or {}), "report")
+        except ConfigError as exc:
             raise AnalysisError(f"report options: {exc}") from None
-        return replace(cls(), **typed)
+        return cls(**{f.name: getattr(report, f.name) for f in dataclasses.fields(cls)})
 
 
 def default_options() -> AnalysisOptions:
@@ -62,6 +53,4 @@ def default_options() -> AnalysisOptions:
     path = Path(CONF_DIR) / "report" / "default.yaml"
     if not path.is_file():
         return AnalysisOptions()
-    import yaml
-
-    return AnalysisOptions.from_mapping(yaml.safe_load(path.read_text()) or {})
+    return AnalysisOptions.from_mapping(OmegaConf.to_container(load_option("report", path)))

@@ -21,10 +21,10 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analysis.metrics import CONDITION_COLUMNS, METRICS, framework_sort_key  # noqa: E402
+from core.registry import FRAMEWORKS  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
-_FIXED = {"keras": "#0072B2", "pytorch": "#D55E00", "keras_jax": "#009E73", "keras_torch": "#CC79A7",
-          "fake": "#E69F00"}
+_FIXED = {name: f.colour for name, f in FRAMEWORKS.items()}  # core.registry
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 GREY = "#8c8c8c"
 

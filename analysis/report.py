@@ -2,6 +2,10 @@
 
 Both files are written to temporary names first and renamed only after everything has been
 computed and rendered, so a failure never leaves a half-written report behind.
+
+(Over 400 lines: it gathers every section's context for the one template — verdict, tables, the
+gate, provenance, the developer-experience table; statistics are ``analysis.summary``, figures
+``analysis.plots``.)
 """
 from __future__ import annotations
 
@@ -26,13 +30,14 @@ from analysis.options import AnalysisError, AnalysisOptions
 from analysis.summary import WARNING_PREFIX, conditions_table, constant_conditions, summarize
 from core.atomic import atomic_path
 from core.gate import GateCheck, GateRecord
+from core.registry import FRAMEWORKS
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 MAX_CONDITION_FIGURES = 24  # per-condition figure sets beyond this are left to the tables
 MAX_PAIRED_CONDITIONS = 6  # columns of the per-seed paired figure
 PAIRED_METRICS = ("median_epoch_seconds", "accuracy")  # the headline speed and quality metric, seed by seed
 
-# Developer-experience table of seed notebook 001: fair, brief, qualitative. The measured evidence
+# Developer-experience table (Keras vs PyTorch): fair, brief, qualitative. The measured evidence
 # (lines of code, import time, time to first step) is added per row from this code base and the runs.
 DX_ROWS: list[tuple[str, str, str, str]] = [
     ("API level", "api",
@@ -58,7 +63,8 @@ DX_ROWS: list[tuple[str, str, str, str]] = [
      "(Hugging Face, timm, torchvision)."),
 ]
 
-ADAPTER_FILES = {"keras": "frameworks/keras_adapter.py", "pytorch": "frameworks/pytorch_adapter.py"}
+#: The adapter source of the two frameworks the table compares, from the registry (core.registry).
+ADAPTER_FILES = {name: FRAMEWORKS[name].adapter.split(":")[0].replace(".", "/") + ".py" for name in ("keras", "pytorch")}
 
 
 # --------------------------------------------------------------------------------------------- formatting

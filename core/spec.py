@@ -150,7 +150,7 @@ def small_cnn(num_classes: int, image_size: int, channels: int = 3, filters=(32,
 
 def capstone_cnn(num_classes: int, image_size: int, channels: int = 3, filters=(32, 64, 128, 256, 512, 1024),
                  kernel_size: int = 5, dense_units: int = 2048, dropout: float = 0.4) -> ModelSpec:
-    """The seed notebooks' land-classification CNN (six Conv5x5 → ReLU → MaxPool → BN blocks)."""
+    """The larger land-classification CNN (six Conv5x5 → ReLU → MaxPool → BN blocks, then a wide dense head)."""
     return _cnn("capstone_cnn", filters, kernel_size, dense_units, dropout, num_classes, image_size, channels)
 
 

@@ -6,4 +6,4 @@ Never load TensorFlow and PyTorch in the same process.
 """
 from __future__ import annotations
 
-FRAMEWORKS = ("keras", "pytorch", "keras_jax", "keras_torch")  # real ones; "fake" is for tests
+# The list of frameworks (name → adapter, backend, package, label) is core.registry.FRAMEWORKS.

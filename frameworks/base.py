@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from core.batches import Batches  # noqa: F401  (part of the contract; defined in the ground floor)
+from core.registry import framework
 from core.spec import ModelSpec
 from frameworks.pipeline import PipelineSettings
 
@@ -205,21 +206,9 @@ class Adapter(abc.ABC):
         return None
 
 
-_MODULES = {
-    "pytorch": "frameworks.pytorch_adapter:PyTorchAdapter",
-    "keras": "frameworks.keras_adapter:KerasAdapter",
-    "keras_jax": "frameworks.keras_adapter:KerasAdapter",
-    "keras_torch": "frameworks.keras_adapter:KerasAdapter",
-    # A numpy-only stand-in (no deep-learning import): runner/analysis tests and overhead benchmarks.
-    "fake": "frameworks.fake_adapter:FakeAdapter",
-}
-
-
 def adapter_class(name: str) -> type[Adapter]:
-    """Import (only now) the module of adapter ``name``."""
-    if name not in _MODULES:
-        raise ValueError(f"unknown framework {name!r}; choose one of {sorted(_MODULES)}")
-    module, cls = _MODULES[name].split(":")
+    """Import (only now) the module of adapter ``name`` (``core.registry``)."""
+    module, cls = framework(name).adapter.split(":")
     return getattr(importlib.import_module(module), cls)
 
 

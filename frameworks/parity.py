@@ -1,7 +1,8 @@
 """The equivalence gate: the same ModelSpec, the same ported weights and the same batch in every
 framework must give the same logits (eval mode) and, after one Adam step, the same weights.
 
-Two halves, so the runner can split them across processes:
+(Over 400 lines: both halves and the CLI of one check stay together, so what "equivalent" means
+is read in one file.) Two halves, so the runner can split them across processes:
 
 - ``gate_outputs(framework, …)`` runs IN-PROCESS in ONE framework (a Ray actor, or a subprocess
   of the CLI) and returns raw outputs: logits, parameter counts, knobs, versions, and the weight
@@ -164,19 +165,19 @@ def gate_outputs(framework: str, model_cfg: Any, num_classes: int, image_size: i
         "logits_train_after": adapter.forward(x_norm, training=True),
         "bn_sample_counts": bn_sample_counts(step_spec, n),
     }
-    return _plain(out)
+    return _framework_free(out)
 
 
-def _plain(value: Any) -> Any:
+def _framework_free(value: Any) -> Any:
     """Builtins and numpy only, so unpickling the result (in the sweep driver, via Ray) imports no framework.
 
     Framework objects hide in innocent places: ``torch.__version__`` is a ``TorchVersion``, a dtype
     may slip into a knob table.
     """
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _framework_free(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_framework_free(v) for v in value]
     if isinstance(value, np.ndarray):
         return np.asarray(value)
     if value is None or type(value) in (bool, int, float, str):
@@ -433,6 +434,7 @@ def _compose(overrides: list[str]) -> Any:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    import core.config  # noqa: F401  (registers the config schemas with Hydra)
     from core.paths import CONF_DIR
 
     try:
@@ -510,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides, gate, options = parse_args(argv)
         cfg = _compose(overrides)
-        from frameworks import FRAMEWORKS
+        from core.registry import REAL_FRAMEWORKS as FRAMEWORKS
         from frameworks.base import ParitySettings
 
         frameworks = gate.get("frameworks", list(DEFAULT_FRAMEWORKS))

@@ -3,14 +3,20 @@
     uv run python -m runner                                  # default grid: frameworks × seeds, CPU
     uv run python -m runner +sweep=seeds                     # 10 seeds × frameworks
     uv run python -m runner +sweep=[seeds,batch_sizes] grid.seed=[0,1,2]
-    uv run python -m runner runner.resume=outputs/2025-01-01/12-00-00   # only cells without an ok row
+    uv run python -m runner runner.resume=outputs/2025-01-01/12-00-00.123456-1a2b3c   # only cells without an ok row
     uv run python -m runner runner.address=auto              # an existing Ray cluster
 
 Exit codes: 0 every cell ok; 1 some cells failed (listed), the report failed, or the sweep could
 not run (one line says why — also for its own I/O: disk full, permission denied, output dir gone);
-2 invalid grid/config (before any cell runs); 128 + signal when stopped by a signal — 130 SIGINT
-(Ctrl-C), 143 SIGTERM, 129 SIGHUP (the summary lists the missing cells and prints the resume
-command; see ``runner.stopping``). Tracebacks only with ``runner.debug=true`` or ``HYDRA_FULL_ERROR=1``.
+2 invalid grid/config/data (``error: …``, one line, before Ray starts and before anything is
+written); 128 + signal when stopped by a signal — 130 SIGINT (Ctrl-C), 143 SIGTERM, 129 SIGHUP (the
+summary lists the missing cells and prints the resume command; see ``runner.stopping``). Tracebacks
+only with ``runner.debug=true`` or ``HYDRA_FULL_ERROR=1``.
+
+Before Hydra creates the run directory, the command line is composed and every input is checked
+(``runner.checks.check_sweep``), so bad input leaves no directory behind. The default run
+directory, ``outputs/<date>/<time with microseconds>-<6 hex>``, is created here with an exclusive
+``mkdir``: two sweeps started at the same moment never share one.
 
 This file is the thin Hydra wrapper; the work is ``runner.sweep.run_sweep(cfg)``.
 """
@@ -18,7 +24,10 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sys
+from datetime import datetime
+from pathlib import Path
 
 from runner import CONF_DIR
 from runner.outcome import EXIT_INTERRUPTED, EXIT_INVALID
@@ -26,17 +35,71 @@ from runner.sweep import run_sweep
 
 log = logging.getLogger("runner")
 
+def _value(args: list[str], key: str) -> str | None:
+    return next((a.split("=", 1)[1] for a in args if a.lstrip("+~").startswith(f"{key}=")), None)
+
+
+def _resuming(args: list[str]) -> bool:
+    resume = _value(args, "runner.resume")
+    return resume is not None and resume.strip().lower() not in ("false", "null", "none", "no", "0", "")
+
+
+def new_run_dir(root: Path = Path("outputs"), now: datetime | None = None) -> Path:
+    """A fresh directory ``<root>/<date>/<H-M-S.microseconds>-<6 hex>``, created exclusively (atomic)."""
+    now = now or datetime.now()
+    day = root / f"{now:%Y-%m-%d}"
+    day.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = day / f"{now:%H-%M-%S.%f}-{secrets.token_hex(3)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:  # astronomically unlikely; draw again
+            continue
+
+
+def preflight(args: list[str]) -> str | None:
+    """Compose the command line and check every input; the one-line problem, or None when all is well."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from runner.checks import check_config, check_sweep, one_line_omegaconf
+    from runner.grid import GridError
+    from runner.manifest import MANIFEST
+
+    overrides = [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            cfg = compose(config_name="config", overrides=overrides)
+        if _resuming(args):
+            check_config(cfg)  # the saved sweep's own config is checked when it is loaded
+        else:
+            check_sweep(cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else None
+        return one_line_omegaconf(exc) + (f" ({one_line_omegaconf(cause)})" if cause else "")
+    except GridError as exc:
+        return str(exc)
+    run_dir = _value(args, "hydra.run.dir")
+    if run_dir and not _resuming(args) and (Path(run_dir) / MANIFEST).exists():
+        return (f"{run_dir} already holds a sweep; continue it with runner.resume={run_dir}, "
+                "or choose a new hydra.run.dir")
+    return None
+
 
 def _argv_with_defaults(argv: list[str]) -> list[str]:
-    """Hydra settings implied by the command line: the log is ``sweep.log``; a resume writes into its sweep."""
+    """Hydra settings implied by the command line: the log is ``sweep.log``; a resume writes into its
+    sweep; otherwise a fresh run directory (``new_run_dir``) unless ``hydra.run.dir`` is given."""
     args = list(argv)
     if not any(a.startswith("hydra.job.name=") for a in args):
         args.append("hydra.job.name=sweep")  # else Hydra names the log after this file: __main__.log
-    resume = next((a.split("=", 1)[1] for a in args if a.startswith("runner.resume=")), None)
-    if resume and resume.strip().lower() not in ("true", "false", "null", "none", "yes", "no", "1", "0", "") \
-            and not any(a.startswith("hydra.run.dir=") for a in args):
-        # Resuming an earlier output dir: Hydra's run dir (and so the log file) is that dir.
-        args.append(f"hydra.run.dir={resume}")
+    if _value(args, "hydra.run.dir") is None:
+        resume = _value(args, "runner.resume") or ""
+        if not _resuming(args):
+            args.append(f"hydra.run.dir={new_run_dir()}")
+        elif resume.strip().lower() not in ("true", "yes", "1"):
+            args.append(f"hydra.run.dir={resume}")  # resuming an earlier output dir: Hydra's run dir (and log) is it
     return args
 
 
@@ -53,6 +116,12 @@ def main() -> None:
 
     from runner.grid import GridError
 
+    argv = sys.argv[1:]
+    if not any(a.startswith("-") for a in argv):  # --help, --cfg, -m …: Hydra's own business
+        problem = preflight(argv)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            sys.exit(EXIT_INVALID)
     outcome: dict[str, int] = {}
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
@@ -76,7 +145,7 @@ def main() -> None:
         # A log file that cannot be written (disk full) must not print logging's own tracebacks; the
         # sweep's one-line error says what failed.
         logging.raiseExceptions = False
-    sys.argv = [sys.argv[0], *_argv_with_defaults(sys.argv[1:])]
+    sys.argv = [sys.argv[0], *_argv_with_defaults(argv)]
     try:
         _app()
     except SystemExit as exc:

@@ -1,5 +1,8 @@
 """One cell, end to end: prepare data → build the spec natively → train (timed) → test metrics → rows.
 
+(Over 400 lines on purpose: every clock a cell reads is in this one file, so what a timed second
+contains can be checked in one place; its identity is ``runner.identity``.)
+
 A cell is a pure function from a fully resolved config to result rows (``runs``, ``epochs``,
 ``predictions`` of ``runner/results.py``). ``run_cell`` is what the Ray actors call; the CLI runs one
 cell in-process::
@@ -33,7 +36,6 @@ What is timed, and how (every clock read is preceded by ``adapter.sync()``):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -46,96 +48,23 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from core.config import ConfigError, FrameworkConfig, TrainConfig, check_node
+from core.registry import FRAMEWORKS
 from core.results import RUNS_SCHEMA
 from core.text import one_line
-from runner import CONF_DIR, PROJECT_ROOT
+from runner import CONF_DIR
 from runner import provenance
 from runner.metrics import RUNS_COLUMNS as METRIC_COLUMNS
+from runner.identity import IDENTITY_KEYS, CellConfigError, _digest, _plain_containers, cell_id, config_hash
 from runner.metrics import classification_metrics
 
 log = logging.getLogger("runner.cell")  # not "__main__" under python -m
 
-#: The parts of a resolved config that define what a cell computes (its identity).
-IDENTITY_KEYS = ("data", "model", "framework", "parity", "train", "seed", "device")
-#: Keys of the ``data`` node that say where things are cached, not what the data is.
-_DATA_LOCATION_KEYS = ("cache_dir",)
 #: ``runs`` columns the caller (the Ray runner) may fill through ``context``.
 CONTEXT_COLUMNS = ("host", "node_id", "gpu_index", "attempt", "concurrency", "git_sha")
 
-_FRAMEWORK_PACKAGE = {"pytorch": "torch", "keras": "keras", "keras_jax": "keras", "keras_torch": "keras", "fake": "fake"}
-
-
-class CellConfigError(ValueError):
-    """A cell config that lacks a part or has one of the wrong shape."""
-
-
 class CellSkipped(Exception):
     """A combination the framework cannot honour (``frameworks.knobs.unsupported``): not run, not a failure."""
-
-
-# ---------------------------------------------------------------------------------------------
-# identity
-# ---------------------------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    """OmegaConf containers / mappings / sequences → plain dicts and lists (recursively)."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True, throw_on_missing=True)
-    except ImportError:  # pragma: no cover - omegaconf ships with hydra
-        pass
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _relocatable(value: Any) -> Any:
-    """Paths inside the checkout are hashed relative to it, so a docker image and a laptop agree."""
-    root = str(PROJECT_ROOT)
-    if isinstance(value, str) and (value == root or value.startswith(root + "/")):
-        return "${project_root:}" + value[len(root):]
-    if isinstance(value, dict):
-        return {k: _relocatable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_relocatable(v) for v in value]
-    return value
-
-
-def _digest(obj: Any) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def cell_identity(cell: Mapping[str, Any]) -> dict[str, Any]:
-    """The identity part of a resolved cell: ``IDENTITY_KEYS``, minus cache locations, paths relative."""
-    cell = _plain(cell)
-    missing = [k for k in IDENTITY_KEYS if k not in cell]
-    if missing:
-        raise CellConfigError(f"cell config lacks {missing}; a cell needs {list(IDENTITY_KEYS)}")
-    identity = {k: cell[k] for k in IDENTITY_KEYS}
-    if not isinstance(identity["data"], dict):
-        raise CellConfigError(f"cell config: 'data' must be a mapping, got {type(identity['data']).__name__}")
-    identity["data"] = {k: v for k, v in identity["data"].items() if k not in _DATA_LOCATION_KEYS}
-    return _relocatable(identity)
-
-
-def cell_id(cell: Mapping[str, Any]) -> str:
-    """Stable 16-hex id of a cell: sha256 of the canonical JSON of ``cell_identity``.
-
-    Independent of key order, process, checkout location and dataset cache location; runner,
-    report, grid, Hydra and output settings are not part of it.
-    """
-    return _digest(cell_identity(cell))[:16]
-
-
-def config_hash(cell: Mapping[str, Any]) -> str:
-    """16-hex sha256 of the whole cell mapping as given (cache paths and any extra keys included)."""
-    return _digest(_plain(cell))[:16]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,15 +108,6 @@ def _merge_stats(parts):
                       samples=samples, steps=sum(p.steps for p in parts))
 
 
-def _int_setting(train: Mapping[str, Any], key: str, minimum: int) -> int:
-    if key not in train:
-        raise CellConfigError(f"train.{key} is missing from the cell config")
-    value = train[key]
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise CellConfigError(f"train.{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def run_cell(cell: Mapping[str, Any], *, sweep_id: str = "", context: Mapping[str, Any] | None = None,
              adapter_cache: dict | None = None) -> CellResult:
     """Run one fully resolved cell in this process; never raises (except KeyboardInterrupt/SystemExit).
@@ -207,7 +127,7 @@ def run_cell(cell: Mapping[str, Any], *, sweep_id: str = "", context: Mapping[st
     # A config too broken to hash still gets a (stable) id, so its failed row can be stored.
     row["cell_id"] = "invalid-" + _digest(repr(cell))[:8]
     try:
-        cell = _plain(cell)
+        cell = _plain_containers(cell)
         row["cell_id"] = cid = cell_id(cell)
         row["config_hash"] = config_hash(cell)
         _fill_context(row, context or {})
@@ -279,28 +199,27 @@ def _run(cell: dict[str, Any], cid: str, row: dict[str, Any], epoch_rows: list, 
 
 
 def _settings(cell: dict[str, Any], cid: str, row: dict[str, Any]) -> _Cell:
-    """The cell's settings, validated; fills the identity columns of ``row``."""
+    """The cell's settings, checked against the schemas (``core.config``); fills the identity columns of ``row``."""
     from frameworks.base import ParitySettings, TrainSettings
     from frameworks.knobs import unsupported
     from frameworks.pipeline import PipelineSettings
 
-    framework_cfg, train_cfg = cell["framework"], cell["train"]
-    if not isinstance(framework_cfg, dict) or "name" not in framework_cfg:
-        raise CellConfigError("cell config: 'framework' must be a mapping with a 'name'")
-    if not isinstance(train_cfg, dict):
-        raise CellConfigError("cell config: 'train' must be a mapping")
+    try:
+        framework_cfg = check_node(FrameworkConfig, {k: cell["framework"][k] for k in ("name", "backend")}, "framework")
+        train_cfg = check_node(TrainConfig, cell["train"], "train")
+    except (ConfigError, TypeError, KeyError) as exc:
+        raise CellConfigError(f"cell config: {exc}") from None
     parity = ParitySettings.from_config(cell["parity"])
     seed = int(cell["seed"])
-    batch_size = _int_setting(train_cfg, "batch_size", 1)
-    train = TrainSettings(optimizer=str(train_cfg.get("optimizer", "adam")),
-                          learning_rate=float(train_cfg.get("learning_rate", 1e-3)), batch_size=batch_size,
-                          eval_batch_size=_int_setting(train_cfg, "eval_batch_size", 1), seed=seed)
-    c = _Cell(cell=cell, cid=cid, row=row, framework=str(framework_cfg["name"]), seed=seed,
-              epochs=_int_setting(train_cfg, "epochs", 1), parity=parity, train=train,
-              throughput_batch_size=_int_setting(train_cfg, "throughput_batch_size", 1),
-              inference=_inference_settings(train_cfg), pipeline=_pipeline_settings(PipelineSettings, train_cfg),
-              augment=dict(train_cfg.get("augment") or {}))
-    row.update(framework=c.framework, backend=framework_cfg.get("backend"), seed=seed, batch_size=batch_size,
+    batch_size = train_cfg.batch_size
+    train = TrainSettings(optimizer=train_cfg.optimizer, learning_rate=train_cfg.learning_rate, batch_size=batch_size,
+                          eval_batch_size=train_cfg.eval_batch_size, seed=seed)
+    c = _Cell(cell=cell, cid=cid, row=row, framework=framework_cfg.name, seed=seed, epochs=train_cfg.epochs,
+              parity=parity, train=train, throughput_batch_size=train_cfg.throughput_batch_size,
+              inference=InferenceSettings(**dataclasses.asdict(train_cfg.inference)),
+              pipeline=_pipeline_settings(PipelineSettings, cell["train"]),
+              augment=dict(cell["train"].get("augment") or {}))
+    row.update(framework=c.framework, backend=framework_cfg.backend, seed=seed, batch_size=batch_size,
                epochs=c.epochs, device=str(cell["device"]), data=cell["data"].get("name"),
                model=str(cell["model"].get("_target_", "")).rsplit(".", 1)[-1] or None,
                precision_policy=parity.precision, execution_mode=parity.execution, parity_mode=parity.mode,
@@ -348,7 +267,7 @@ def _adapter(c: _Cell, adapter_cache: dict | None, state: dict[str, Any]):
     _apply_framework_options(adapter, c.cell)
     versions = {**provenance.library_versions(), **adapter.versions()}
     row["versions"] = json.dumps(versions, sort_keys=True)
-    row["framework_version"] = versions.get(_FRAMEWORK_PACKAGE.get(c.framework, c.framework))
+    row["framework_version"] = versions.get(FRAMEWORKS[c.framework].package)
     info = adapter.device_info()
     row.update(device_kind=info.get("device_kind"), device_name=info.get("device_name"))
     adapter.reset_peak_memory()
@@ -475,28 +394,6 @@ class InferenceSettings:
     min_calls: int = 20  # timed calls at least ...
     min_seconds: float = 1.0  # ... and at least this long in total ...
     max_seconds: float = 30.0  # ... unless this is reached first (a very slow model on a CPU)
-
-
-def _inference_settings(train_cfg: Mapping[str, Any]) -> InferenceSettings:
-    cfg = train_cfg.get("inference")
-    if cfg is None:
-        raise CellConfigError("train.inference is missing from the cell config (warmup_calls, min_calls, "
-                              "min_seconds, max_seconds)")
-    if not isinstance(cfg, Mapping):
-        raise CellConfigError(f"train.inference must be a mapping, got {cfg!r}")
-    unknown = sorted(set(cfg) - set(InferenceSettings.__dataclass_fields__))
-    if unknown:
-        raise CellConfigError(f"train.inference: unknown key(s) {unknown}; known: {sorted(InferenceSettings.__dataclass_fields__)}")
-    out = InferenceSettings(**cfg)
-    for key, minimum in (("warmup_calls", 0), ("min_calls", 1)):
-        value = getattr(out, key)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise CellConfigError(f"train.inference.{key} must be an integer >= {minimum}, got {value!r}")
-    for key in ("min_seconds", "max_seconds"):
-        value = getattr(out, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise CellConfigError(f"train.inference.{key} must be a number >= 0, got {value!r}")
-    return out
 
 
 def timed_calls(adapter, batch, settings: InferenceSettings) -> np.ndarray:

@@ -51,7 +51,7 @@ class Dispatcher:
 
     def __init__(self, pool: ActorPool, cells: Sequence[dict[str, Any]], runner_cfg: Mapping[str, Any],
                  sweep_id: str, out_dir: Path, git_sha: str) -> None:
-        from runner.cell import cell_id
+        from runner.identity import cell_id
 
         self.ray = pool.ray
         self.pool = pool
@@ -256,7 +256,7 @@ def _causes_json(item: _Queued) -> str | None:
 def failed_row(cell: Mapping[str, Any], sweep_id: str, error: str, tb: str, attempt: int, concurrency: int | None,
                start: datetime | None, where: Mapping[str, Any], git_sha: str) -> dict[str, Any]:
     """A ``runs`` row for a cell that produced no row of its own (its actor died, or it never started)."""
-    from runner.cell import cell_id, config_hash
+    from runner.identity import cell_id, config_hash
 
     parity = cell.get("parity", {})
     gpu_ids = where.get("gpu_ids") or []

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from core.gate import GateCheck, GateRecord
+from core.registry import FRAMEWORKS
 from core.text import one_line
 from runner import grid as gridlib
 from runner.actors import ActorRecord
@@ -18,8 +19,8 @@ from runner.outcome import SweepError
 log = logging.getLogger("runner.sweep")
 
 PARITY_GATE_FILE = "parity_gate.json"
-#: Frameworks the equivalence gate skips: the fake one builds no ModelSpec.
-GATE_SKIP = {"fake"}
+#: Frameworks the equivalence gate skips: the numpy stand-in builds no ModelSpec.
+GATE_SKIP = {n for n, f in FRAMEWORKS.items() if not f.real}
 
 
 def run_gate(ray, actors: Sequence[ActorRecord], cells: Sequence[Mapping[str, Any]], cfg: DictConfig,

@@ -6,13 +6,14 @@ Required axes: ``framework``, ``seed``, ``batch_size``, ``device``. Optional axe
 (→ ``train.pipeline`` from ``conf/pipeline/<name>.yaml``), ``model`` (→ ``conf/model/<name>.yaml``)
 and ``data`` (→ ``conf/data/<name>.yaml``). A cell is a plain dict with ``data, model, framework,
 parity, train, seed, device`` — what ``runner.cell.run_cell`` takes — and its id is
-``runner.cell.cell_id`` (a hash of exactly that).
+``runner.identity.cell_id`` (a hash of exactly that).
 
 Validation happens in two steps, both before any cell is dispatched:
 
-1. ``plan(cfg)`` — without a cluster: unknown axis/framework/model/data (choices listed), empty
-   axis, duplicate values, bad batch sizes/seeds/precision/execution/device words, and impossible
-   (model, data) combinations (the model spec's own error, e.g. capstone_cnn needs image_size ≥ 64).
+1. ``plan(cfg)`` — without a cluster: the schemas (``core.config.GridConfig``: unknown, empty or
+   repeated axes, seeds, batch sizes, precision, execution), then the options of the
+   framework/model/data/pipeline axes (choices listed) and device words. ``runner.checks.check_sweep``
+   adds the checks across groups and against the data.
 2. ``resolve_devices(values, inventory)`` + ``GridPlan.cells(devices)`` — once Ray is up: ``auto``
    and ``all`` become concrete devices, and a device the cluster lacks is one clear error.
 """
@@ -31,13 +32,10 @@ from runner import CONF_DIR
 #: Axes in expansion order: the framework axis is innermost, so consecutive cells form blocks that
 #: differ only in the framework (the unit that ``interleave`` shuffles).
 AXES = ("data", "model", "precision", "execution", "pipeline", "device", "batch_size", "seed", "framework")
-REQUIRED_AXES = ("framework", "seed", "batch_size", "device")
-PRECISIONS = ("fp32", "tf32", "mixed_bf16")
 #: TF32 is a tensor-core mode of NVIDIA GPUs; on a CPU it would silently mean fp32, so a CPU cell
 #: asking for it is refused rather than recorded under a misleading label. (mixed_bf16 does run on
 #: CPUs in both frameworks, slowly, so it is allowed.)
 GPU_ONLY_PRECISIONS = ("tf32",)
-EXECUTION_MODES = ("default", "compiled")  # frameworks.base.EXECUTION_MODES
 DEVICE_WORDS = ("cpu", "gpu", "gpu:<accelerator type>", "auto", "all")
 
 
@@ -54,10 +52,17 @@ def choices(group: str) -> list[str]:
 
 
 def _load_option(group: str, name: str) -> dict[str, Any]:
+    from core.config import ConfigError, load_option, validate
+
     path = CONF_DIR / group / f"{name}.yaml"
     if not path.is_file():
         raise GridError(f"grid.{group}: unknown {group} {name!r}; choose from {choices(group)}")
-    return _resolve(OmegaConf.load(path), f"conf/{group}/{name}.yaml")
+    try:
+        node = load_option(group, path)
+        validate(node)
+    except (ConfigError, OmegaConfBaseException) as exc:
+        raise GridError(f"conf/{group}/{name}.yaml: {' '.join(str(exc).split())}") from None
+    return _resolve(node, f"conf/{group}/{name}.yaml")
 
 
 def _resolve(node: Any, where: str) -> Any:
@@ -79,70 +84,31 @@ def model_name(model_cfg: Mapping[str, Any]) -> str:
 # axes
 # ---------------------------------------------------------------------------------------------
 def read_axes(grid: Any) -> dict[str, list[Any]]:
-    """The ``grid`` node → {axis: values}; a scalar is a one-value axis. Unknown/missing/empty/duplicate ⇒ GridError."""
-    if grid is None:
-        raise GridError(f"the config has no 'grid'; it needs the axes {list(REQUIRED_AXES)}")
+    """The ``grid`` node → {axis: values} in ``AXES`` order (the schema, ``core.config.GridConfig``,
+    has already refused unknown, missing, empty and repeated axes); each value checked and normalised."""
     if OmegaConf.is_config(grid):
         grid = _resolve(grid, "grid")
-    if not isinstance(grid, Mapping):
-        raise GridError(f"grid must be a mapping of axis → values, got {grid!r}")
-    unknown = sorted(set(grid) - set(AXES))
-    if unknown:
-        raise GridError(f"grid: unknown axis {unknown}; known axes: {list(AXES)}")
-    missing = [a for a in REQUIRED_AXES if a not in grid or grid[a] is None]
-    if missing:
-        raise GridError(f"grid: missing axis {missing}; e.g. grid.{missing[0]}=[...]")
     axes: dict[str, list[Any]] = {}
     for axis in AXES:
-        if axis not in grid or grid[axis] is None:
+        if grid.get(axis) is None:
             continue
         values = grid[axis]
         values = list(values) if isinstance(values, (list, tuple)) else [values]
-        if not values:
-            raise GridError(f"grid.{axis} is empty; give at least one value, e.g. grid.{axis}=[...]")
-        seen: list[Any] = []
-        for v in values:
-            if v in seen:
-                raise GridError(f"grid.{axis} lists {v!r} twice: {values}")
-            seen.append(v)
         axes[axis] = [_check_value(axis, v) for v in values]
     return axes
 
 
-def _int_value(axis: str, v: Any, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise GridError(f"grid.{axis}: {v!r} is not an integer >= {minimum}")
-    return int(v)
-
-
 def _check_value(axis: str, v: Any) -> Any:
-    if axis == "framework":
-        if str(v) not in choices("framework"):
-            raise GridError(f"grid.framework: unknown framework {v!r}; choose from {choices('framework')}")
-        return str(v)
-    if axis in ("model", "data"):
+    """Values the schema cannot know: config-group options (``conf/<axis>/``) and device words."""
+    if axis in ("framework", "model", "data", "pipeline"):
         if str(v) not in choices(axis):
             raise GridError(f"grid.{axis}: unknown {axis} {v!r}; choose from {choices(axis)}")
         return str(v)
-    if axis == "seed":
-        return _int_value(axis, v, 0)
-    if axis == "batch_size":
-        return _int_value(axis, v, 1)
-    if axis == "precision":
-        if v not in PRECISIONS:
-            raise GridError(f"grid.precision: unknown precision {v!r}; choose from {list(PRECISIONS)}")
-        return v
-    if axis == "execution":
-        if v not in EXECUTION_MODES:
-            raise GridError(f"grid.execution: unknown execution mode {v!r}; choose from {list(EXECUTION_MODES)}")
-        return v
-    if axis == "pipeline":
-        if str(v) not in choices("pipeline"):
-            raise GridError(f"grid.pipeline: unknown pipeline {v!r}; choose from {choices('pipeline')}")
-        return str(v)
+    if axis in ("seed", "batch_size"):
+        return int(v)
     if axis == "device":
         return parse_device(v)
-    raise AssertionError(axis)  # pragma: no cover - read_axes filters axes
+    return v  # precision, execution: choices checked by the schema
 
 
 def parse_device(v: Any) -> str:
@@ -233,7 +199,7 @@ class GridPlan:
 
     def cells(self, devices: Sequence[str]) -> list[dict[str, Any]]:
         """Every cell, in expansion order (framework innermost), for concrete ``devices``."""
-        from runner.cell import cell_id
+        from runner.identity import cell_id
 
         axes = dict(self.axes, device=list(devices))
         names = [a for a in AXES if a in axes]
@@ -285,19 +251,16 @@ def _option_from_config(group: str, name: str, composed: Mapping[str, Any] | Non
 
 
 def plan(cfg: Any) -> GridPlan:
-    """Validate the grid and config (no cluster needed) and return the plan. Raises GridError."""
-    if isinstance(cfg, DictConfig):
-        root = cfg
-    else:
-        root = OmegaConf.create(cfg)
-    for part in ("data", "model", "framework", "parity", "train", "grid"):
-        if part not in root or root[part] is None:
-            raise GridError(f"the config has no '{part}' node")
+    """The grid expanded against the config (no cluster needed). Raises GridError.
+
+    The schemas are checked first (``runner.checks.check_config``); the checks across groups and
+    against the data are ``runner.checks.check_sweep``, which calls this."""
+    from runner.checks import check_config
+
+    root = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    check_config(root)
     axes = read_axes(root.grid)
     base = {part: _resolve(root[part], part) for part in ("data", "model", "framework", "parity", "train")}
-    for part in ("data", "model", "framework", "parity", "train"):
-        if not isinstance(base[part], dict):
-            raise GridError(f"{part} must be a mapping, got {base[part]!r}")
     if "tf32" in axes.get("precision", [base["parity"].get("precision")]) and "cpu" in axes["device"]:
         raise GridError("precision=tf32 needs a GPU but grid.device includes cpu; drop one of them")
     options: dict[str, dict[str, dict[str, Any]]] = {
@@ -311,35 +274,7 @@ def plan(cfg: Any) -> GridPlan:
     for f, node in options["framework"].items():
         if node.get("name") != f:
             raise GridError(f"conf/framework/{f}.yaml: its name is {node.get('name')!r}, expected {f!r}")
-    if "precision" not in axes:
-        _check_value("precision", base["parity"].get("precision", "fp32"))
-    models = [options["model"][m] for m in axes["model"]] if "model" in axes else [base["model"]]
-    datas = [options["data"][d] for d in axes["data"]] if "data" in axes else [base["data"]]
-    for model_cfg in models:
-        for data_cfg in datas:
-            check_model_fits(model_cfg, data_cfg)
     return GridPlan(axes=axes, base=base, options=options)
-
-
-def check_model_fits(model_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any]) -> None:
-    """Build the model spec for the data's image size; the spec's own error names the problem."""
-    import hydra.utils
-
-    target = model_cfg.get("_target_")
-    if not target:
-        raise GridError(f"model config has no _target_: {dict(model_cfg)}")
-    image_size = data_cfg.get("image_size")
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-        raise GridError(f"data {data_cfg.get('name')!r}: image_size must be a positive integer, got {image_size!r}")
-    num_classes = data_cfg.get("num_classes", 2)  # folder data: unknown until prepared; 2 builds any head
-    kwargs = {k: v for k, v in model_cfg.items() if k != "_target_"}
-    try:
-        builder = hydra.utils.get_method(target)
-        builder(num_classes=int(num_classes), image_size=int(image_size), **kwargs)
-    except (ValueError, TypeError) as exc:
-        raise GridError(f"model {model_name(model_cfg)} × data {data_cfg.get('name')}: {exc}") from None
-    except Exception as exc:  # e.g. an unimportable _target_
-        raise GridError(f"model {model_name(model_cfg)}: cannot build {target}: {' '.join(str(exc).split())}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,7 +282,7 @@ def check_model_fits(model_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any]) 
 # ---------------------------------------------------------------------------------------------
 def condition_key(cell: Mapping[str, Any]) -> str:
     """Everything but the framework: cells with one key are compared with each other (paired)."""
-    from runner.cell import cell_id
+    from runner.identity import cell_id
 
     return cell_id({**cell, "framework": {"name": "*"}})
 

@@ -1,8 +1,8 @@
 """The sweep's directory and manifest (``sweep.json``): what defines a sweep, its invocations, and resume.
 
 ``open_sweep`` decides, before Ray starts, which config defines the sweep (a resume reuses the
-saved one; only ``runner.*``/``report.*``/``hydra.*`` may change), validates the grid
-(``runner.grid.plan``), and raises ``GridError`` (exit 2) on anything invalid. The manifest is
+saved one; only ``runner.*``/``report.*``/``hydra.*`` may change), checks it
+(``runner.checks.check_sweep``), and raises ``GridError`` (exit 2) on anything invalid. The manifest is
 written before any cell runs, so the printed resume command works whenever the sweep stops.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from core.atomic import atomic_write_json, atomic_write_text
 from runner import grid as gridlib
+from runner.checks import check_sweep
 from runner.grid import GridError
 from runner.io_errors import sweep_io
 
@@ -108,26 +109,9 @@ def open_sweep(cfg: Any, out_dir: str | Path | None, overrides: Sequence[str] | 
     if isinstance(resume_arg, str):
         out_dir = Path(resume_arg)
     sweep_cfg, manifest, resuming = prepare_sweep(cfg, out_dir, overrides)
-    plan = gridlib.plan(sweep_cfg)
+    plan = check_sweep(sweep_cfg)
     runner_cfg = OmegaConf.to_container(sweep_cfg.runner, resolve=True)
-    _check_runner_cfg(runner_cfg)
     return OpenSweep(sweep_cfg, manifest, resuming, out_dir, overrides, plan, runner_cfg)
-
-
-def _check_runner_cfg(runner_cfg: Mapping[str, Any]) -> None:
-    for key, minimum in (("concurrency", 1), ("max_retries", 0), ("interleave_seed", 0)):
-        value = runner_cfg.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise GridError(f"runner.{key} must be an integer >= {minimum}, got {value!r}")
-    target = runner_cfg.get("target_ci")
-    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float)) or target <= 0):
-        raise GridError(f"runner.target_ci must be a positive number (× the equivalence margin) or null, got {target!r}")
-    max_seeds = runner_cfg.get("max_seeds", 10)
-    if isinstance(max_seeds, bool) or not isinstance(max_seeds, int) or max_seeds < 2:
-        raise GridError(f"runner.max_seeds must be an integer >= 2, got {max_seeds!r}")
-    cpus = runner_cfg.get("cpus_per_actor")
-    if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus <= 0):
-        raise GridError(f"runner.cpus_per_actor must be a positive number or null, got {cpus!r}")
 
 
 def prepare_sweep(cfg: Any, out_dir: Path, overrides: Sequence[str]) -> tuple[DictConfig, dict[str, Any], bool]:

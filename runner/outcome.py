@@ -39,7 +39,7 @@ class SweepOutcome:
 
 def cell_label(cell: Mapping[str, Any]) -> str:
     """``<cell id> (<framework> seed=… batch=… device=…)`` for log lines."""
-    from runner.cell import cell_id
+    from runner.identity import cell_id
 
     return (f"{cell_id(cell)} ({cell['framework']['name']} seed={cell['seed']} "
             f"batch={cell['train']['batch_size']} device={cell['device']})")

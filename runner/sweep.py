@@ -3,8 +3,9 @@
 ``run_sweep(cfg)`` is the whole product command minus argument parsing (``runner/__main__.py``).
 The steps, and the module that owns each:
 
-1. ``runner.manifest.open_sweep``: the grid validated without a cluster (exit 2 on a bad grid), the
-   manifest written (a resume continues a saved sweep).
+1. ``runner.manifest.open_sweep``: every input checked without a cluster (``runner.checks``: schemas,
+   grid, model × image size, the data prepared on the driver; exit 2), the manifest written (a resume
+   continues a saved sweep).
 2. ``runner.ray_session``: Ray starts (or joins ``runner.address``); ``runner.slots`` turns the
    nodes into slots; ``auto``/``all`` devices are resolved and a device the cluster lacks is one
    clear error — still before any cell runs.
@@ -128,7 +129,7 @@ def _run_sweep(cfg: Any, out_dir: str | Path | None, overrides: Sequence[str] | 
 def _run_on_cluster(session: RaySession, sweep: OpenSweep, outcome: SweepOutcome, found: _Found,
                     stop: StopState) -> None:
     """Slots → devices → the cell plan (manifest) → actors → gate → dispatch."""
-    from runner.cell import cell_id
+    from runner.identity import cell_id
 
     ray, runner_cfg = session.ray, sweep.runner_cfg
     slots = discover_slots(ray.nodes(), concurrency=int(runner_cfg["concurrency"]),

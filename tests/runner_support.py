@@ -50,7 +50,14 @@ def run_cli(args: list[str], timeout: float = 240, **env: str) -> subprocess.Com
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
 
 
-def no_framework_imported() -> None:
-    """The runner's own process never imports a deep-learning framework."""
-    for name in ("torch", "tensorflow", "jax", "keras"):
-        assert name not in sys.modules, f"{name} was imported in the test process"
+DEEP_LEARNING = ("torch", "tensorflow", "jax", "keras")
+
+
+def frameworks_imported_by(code: str, **env: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter (what a sweep's driver does) and return the deep-learning
+    frameworks it imported. A fresh process, because the test process may have imported anything."""
+    probe = f"{code}\nimport sys\nprint('IMPORTED', sorted(m for m in {DEEP_LEARNING!r} if m in sys.modules))\n"
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, env=cli_env(**env), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    assert proc.returncode == 0 and "IMPORTED " in proc.stdout, proc.stdout[-3000:]
+    return eval(proc.stdout.rsplit("IMPORTED ", 1)[1].strip())

@@ -7,6 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from core.config import SCHEMAS, validate
 from runner import CONF_DIR
 
 GROUPS = ["data", "model", "framework", "parity", "train", "runner", "report"]
@@ -36,6 +37,9 @@ def test_every_option_composes_and_resolves(group, option):
     if group == "data" and option in ("eurosat", "folder"):
         overrides.append("data.path=/somewhere")  # required (???) for these sources
     cfg = _compose(overrides)
+    schemas = SCHEMAS[group].values()
+    assert OmegaConf.get_type(cfg[group]) in schemas, f"conf/{group}/{option}.yaml names no schema of core/config.py"
+    validate(cfg)  # every shipped option passes its own range checks
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     assert container[group] is not None
     target = container[group].get("_target_") if isinstance(container[group], dict) else None
@@ -58,7 +62,8 @@ def test_paths_required_for_external_data_are_missing_until_given():
 def test_every_sweep_composes_with_plus(sweep):
     cfg = _compose([f"+sweep={sweep}"])
     grid = OmegaConf.to_container(cfg.grid, resolve=True)
-    assert all(isinstance(v, list) and v for v in grid.values()), grid
+    assert all(isinstance(v, list) and v for v in grid.values() if v is not None), grid
+    validate(cfg)
 
 
 def test_sweeps_combine_and_axes_override_on_the_command_line():
@@ -98,3 +103,14 @@ def test_embedded_default_data_ships_with_the_repo():
     path = Path(OmegaConf.to_container(cfg.data, resolve=True)["path"])
     assert path.is_dir(), f"embedded dataset missing at {path}"
     assert (path / "LICENSE").is_file(), "the EuroSAT subset must carry the MIT notice"
+
+
+def test_the_framework_registry_and_conf_framework_agree():
+    from core.registry import FRAMEWORKS
+
+    assert options("framework") == sorted(FRAMEWORKS)
+    for name, row in FRAMEWORKS.items():
+        cfg = _compose([f"framework={name}"])
+        assert (cfg.framework.name, cfg.framework.backend) == (name, row.backend)
+        module, cls = row.adapter.split(":")
+        assert (Path(CONF_DIR).parent / (module.replace(".", "/") + ".py")).is_file(), row.adapter

@@ -422,7 +422,7 @@ def _image_size_too_small(tmp):
 
 
 def _image_size_not_an_int(tmp):
-    return synthetic_cfg(tmp / "cache", image_size="64"), "image_size"
+    return synthetic_cfg(tmp / "cache", image_size="large"), "image_size"  # ("64" is read as 64, as Hydra does)
 
 
 def _unknown_option(tmp):

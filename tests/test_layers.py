@@ -78,3 +78,21 @@ def test_an_upward_import_would_fail(tmp_path, layer, line, culprit):
     (tmp_path / layer / "planted.py").write_text(body)
     found = violations(tmp_path)
     assert len(found) == 1 and culprit in found[0] and "planted.py" in found[0], found
+
+
+def test_the_driver_modules_import_no_deep_learning_framework():
+    """Every module of core, runner and analysis, and what the driver uses of frameworks/, imported in a
+    fresh process (so nothing else the test run imported can hide an import)."""
+    from runner_support import frameworks_imported_by
+
+    code = """
+import importlib, pkgutil
+import analysis, core, runner
+for package in (core, runner, analysis):
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+import frameworks.base, frameworks.knobs, frameworks.parity  # what the driver itself uses of frameworks/
+"""
+    assert frameworks_imported_by(code) == []
+    assert frameworks_imported_by("import sys; sys.modules['jax'] = sys") == ["jax"]  # the probe can fail

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from runner_support import FAKE, cli_env, fragment_ids, no_framework_imported, run_cli, runs
+from runner_support import FAKE, cli_env, fragment_ids, frameworks_imported_by, run_cli, runs
 
 from runner import PROJECT_ROOT
 
@@ -60,5 +60,11 @@ def test_ctrl_c_exits_130_with_a_summary_and_the_printed_command_resumes_exactly
     assert len(df) == 6 and set(df.status) == {"ok"} and df.sweep_id.nunique() == 1
 
 
-def test_no_deep_learning_framework_was_imported():
-    no_framework_imported()
+def test_checking_a_real_sweep_before_ray_imports_no_framework(tmp_path):
+    code = """
+from runner.__main__ import preflight
+problem = preflight(["grid.framework=[keras,pytorch]", "data=synthetic", "data.samples_per_class=16",
+                     "grid.batch_size=[8]", "model.filters=[4,8]", "grid.device=[cpu]"])
+assert problem is None, problem
+"""
+    assert frameworks_imported_by(code, KVP_CACHE_DIR=str(tmp_path)) == []

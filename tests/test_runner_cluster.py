@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runner_support import FAKE, cli_env, no_framework_imported, run_cli, runs
+from runner_support import FAKE, cli_env, run_cli, runs
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -90,7 +90,3 @@ def test_cells_run_on_both_nodes(two_node_cluster, tmp_path):
     for _, node in df.groupby("node_id"):
         spans = sorted((r.start_time, r.end_time) for r in node.itertuples())
         assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
-
-
-def test_no_deep_learning_framework_was_imported():
-    no_framework_imported()

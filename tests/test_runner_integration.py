@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from runner_support import no_framework_imported, run_cli, runs
+from runner_support import run_cli, runs
 
 from core.results import RUNS_SCHEMA, read_metadata
 
@@ -34,7 +34,3 @@ def test_seeds_sweep_with_real_frameworks_gives_one_ok_row_per_cell(tmp_path):
     assert gate["status"] == "passed", gate.get("summary")
     assert read_metadata(tmp_path / "runs.parquet")["parity_gate"]["status"] == "passed"
     assert f"results: {tmp_path} (4 ok, 0 failed of 4 cells)" in proc.stdout
-
-
-def test_no_deep_learning_framework_was_imported():
-    no_framework_imported()

@@ -21,7 +21,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from runner_support import compose_cfg, fragment_ids, no_framework_imported, runs
+from runner_support import compose_cfg, fragment_ids, runs
 
 from runner import PROJECT_ROOT
 from runner.grid import GridError
@@ -263,11 +263,6 @@ def test_a_crash_mid_write_leaves_no_partial_fragment(tmp_path, monkeypatch):
                                {"runs": [{"cell_id": "cafebabecafebabe", "status": "ok"}]})
     assert fragment_ids(tmp_path) == set()
     assert not any(p.name.startswith(".cafebabe") for p in (tmp_path / "fragments").iterdir())
-
-
-def test_no_deep_learning_framework_was_imported():
-    no_framework_imported()
-    assert os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV") == "0"
 
 
 def test_a_native_crash_is_retried_its_signal_recorded_and_its_dump_goes_to_the_log_file_only(tmp_path, capfd):

@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from core.registry import FRAMEWORKS
 from frameworks.base import Batches, ParitySettings
 from frameworks.pipeline import PipelineSettings
 
 #: Keras adapter name → Keras backend (also the module name here).
-BACKEND_OF = {"keras": "tensorflow", "keras_jax": "jax", "keras_torch": "torch"}
+BACKEND_OF = {f.name: f.backend for f in FRAMEWORKS.values() if f.adapter.endswith(":KerasAdapter")}  # core.registry
 
 
 class KerasBackend(abc.ABC):

@@ -3,7 +3,7 @@
 Examples::
 
     python -m runner.data                                   # the embedded EuroSAT subset
-    python -m runner.data data=eurosat data.path=../shared/datasets/EuroSAT_RGB.zip seed=1
+    python -m runner.data data=eurosat data.path=<EuroSAT_RGB.zip or folder> seed=1
     python -m runner.data data=folder data.path=/data/my_classes data.image_size=32
 
 Composes ``conf/`` with Hydra's compose API (no output directory is created). Bad input or a bad

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
-import inspect
 import json
 import os
 import shutil
@@ -33,6 +31,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from core.atomic import atomic_write
+from core.config import DATA_SCHEMAS, ConfigError, check_node
 from core.errors import DataError
 from core.seeding import rng
 from runner.data.sources import RESAMPLE, Source
@@ -123,49 +122,20 @@ def resolve_config(data_cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_source(data_cfg: Mapping[str, Any]) -> Source:
-    """Instantiate the ``_target_`` source class with the other keys; unknown keys are an error."""
+    """Check the node against its source's schema (``core.config.DATA_SCHEMAS``: unknown keys, types,
+    ranges) and build its ``_target_`` with ``hydra.utils.instantiate``."""
+    import hydra.utils
+
     cfg = resolve_config(data_cfg)
-    target = cfg.pop("_target_", None)
-    if not isinstance(target, str) or "." not in target:
-        raise DataError(f"data config needs a _target_ naming a source class, e.g. "
-                        f"runner.data.sources.FolderSource; got {target!r}")
-    module_name, _, class_name = target.rpartition(".")
+    target = cfg.get("_target_")
+    schema = DATA_SCHEMAS.get(target) if isinstance(target, str) else None
+    if schema is None:
+        raise DataError(f"data._target_ {target!r} is not a runner.data source; choose one of {sorted(DATA_SCHEMAS)}")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise DataError(f"data._target_ {target!r} cannot be imported: {exc}") from exc
-    if not (isinstance(cls, type) and issubclass(cls, Source)):
-        raise DataError(f"data._target_ {target!r} is not a runner.data source class")
-    known = _option_names(cls)
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise DataError(f"unknown data option(s) {unknown} for {class_name}; known: {sorted(known)}")
-    required = _required_options(cls)
-    missing = sorted(required - set(cfg))
-    if missing:
-        raise DataError(f"missing data option(s) {missing} for {class_name}")
-    return cls(**cfg)
-
-
-def _keyword_options(cls: type) -> dict[str, bool]:
-    """Keyword-only constructor options over the class hierarchy: name → required (no default)."""
-    options: dict[str, bool] = {}
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        for p in inspect.signature(init).parameters.values():
-            if p.kind is inspect.Parameter.KEYWORD_ONLY:
-                options[p.name] = options.get(p.name, False) or p.default is inspect.Parameter.empty
-    return options
-
-
-def _option_names(cls: type) -> set[str]:
-    return set(_keyword_options(cls))
-
-
-def _required_options(cls: type) -> set[str]:
-    return {name for name, required in _keyword_options(cls).items() if required}
+        check_node(schema, cfg, "data")
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None
+    return hydra.utils.instantiate(cfg, _convert_="all")
 
 
 # --- hashing -------------------------------------------------------------------------------------

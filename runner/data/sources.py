@@ -33,9 +33,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 # does not alias like a plain 2×2 bilinear sample would.
 RESAMPLE = "bilinear"
 _RESAMPLE_FILTER = Image.Resampling.BILINEAR
-MIN_IMAGE_SIZE = 8  # smaller images carry too little for any model here
-MAX_IMAGE_SIZE = 1024  # 27,000 × 1024² × 3 bytes is already 85 GB
-ON_CORRUPT = ("error", "skip")
 
 EUROSAT_CLASSES = (
     "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
@@ -79,25 +76,6 @@ def decode_image(data: bytes, image_size: int) -> np.ndarray:
     return array
 
 
-def _check_int(option: str, value: Any, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise DataError(f"data.{option} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise DataError(f"data.{option} must be {bound}, got {value}")
-    return int(value)
-
-
-def _check_fraction(option: str, value: Any, allow_zero: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DataError(f"data.{option} must be a number, got {value!r}")
-    value = float(value)
-    if not ((0.0 <= value if allow_zero else 0.0 < value) and value < 1.0):
-        interval = "[0, 1)" if allow_zero else "(0, 1)"
-        raise DataError(f"data.{option} must be in {interval}, got {value}")
-    return value
-
-
 def _check_path(option: str, value: Any) -> Path:
     if value is None or value == "???" or (isinstance(value, str) and not value.strip()):
         raise DataError(f"data.{option} is required (e.g. data.{option}=<dir or file>)")
@@ -112,14 +90,11 @@ class Source(abc.ABC):
 
     def __init__(self, *, name: str, image_size: int, cache_dir: str, test_fraction: float = 0.2,
                  val_fraction: float = 0.1, on_corrupt: str = "error") -> None:
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-            raise DataError(f"data.name must be a short identifier (letters, digits, _ . -), got {name!r}")
+        # Types and ranges were checked against the schema (core.config) by runner.data.build_source.
         self.name = name
-        self.image_size = _check_int("image_size", image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
-        self.test_fraction = _check_fraction("test_fraction", test_fraction, allow_zero=False)
-        self.val_fraction = _check_fraction("val_fraction", val_fraction, allow_zero=True)
-        if on_corrupt not in ON_CORRUPT:
-            raise DataError(f"data.on_corrupt must be one of {list(ON_CORRUPT)}, got {on_corrupt!r}")
+        self.image_size = int(image_size)
+        self.test_fraction = float(test_fraction)
+        self.val_fraction = float(val_fraction)
         self.on_corrupt = on_corrupt
         self.cache_dir = _check_path("cache_dir", cache_dir)
 
@@ -401,11 +376,9 @@ class SyntheticSource(Source):
     def __init__(self, *, num_classes: int = 4, samples_per_class: int = 64, generator_seed: int = 0,
                  noise: float = 0.08, **common: Any) -> None:
         super().__init__(**common)
-        self.num_classes = _check_int("num_classes", num_classes, 2, 64)
-        self.samples_per_class = _check_int("samples_per_class", samples_per_class, 2)
-        self.generator_seed = _check_int("generator_seed", generator_seed, 0)
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
-            raise DataError(f"data.noise must be a number in [0, 1] (std of pixel noise, [0,1] units), got {noise!r}")
+        self.num_classes = int(num_classes)
+        self.samples_per_class = int(samples_per_class)
+        self.generator_seed = int(generator_seed)
         self.noise = float(noise)
 
     @property
