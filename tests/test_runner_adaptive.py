@@ -65,6 +65,10 @@ def test_the_real_rule_stops_when_there_is_nothing_to_settle(tmp_path):
 
 
 def test_bad_settings_are_refused_before_anything_runs(tmp_path):
-    for bad in ("runner.target_ci=-1", "runner.target_ci=true", "runner.max_seeds=1"):
+    for bad in ("runner.target_ci=-1", "runner.max_seeds=1"):
         with pytest.raises(GridError, match="target_ci|max_seeds"):
             open_sweep(compose_cfg([bad]), tmp_path / "bad", [])
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):  # a wrong type fails at composition (the schema)
+        compose_cfg(["runner.target_ci=true"])

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runner_support import FAKE, cli_env, fragment_ids, no_framework_imported, run_cli, runs
+from runner_support import FAKE, cli_env, fragment_ids, run_cli, runs
 
 from runner import PROJECT_ROOT
 
@@ -244,10 +244,6 @@ def test_injected_disk_full_during_consolidation_consolidates_nothing_half_and_s
         results.write_fragment(tmp_path / "gone", "c1", {"runs": []})
     assert not (tmp_path / "gone").exists()  # a vanished output dir is not recreated
     assert errno.ENOSPC == 28
-
-
-def test_no_deep_learning_framework_was_imported():
-    no_framework_imported()
 
 
 def test_the_stop_path_by_phase_with_real_signals_and_no_ray():
