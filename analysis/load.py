@@ -60,9 +60,9 @@ def _check_table(table: pa.Table, name: str, where: str, metadata: dict[str, Any
     version = metadata.get("schema_version")
     if version is None:
         raise AnalysisError(f"{where}: not a benchmark results table (no kvp.schema_version in its Parquet metadata)")
-    if str(version) != rr.SCHEMA_VERSION:
+    if str(version) not in rr.READABLE_VERSIONS:
         raise AnalysisError(f"{where}: results schema version '{version}' is unknown to this analysis "
-                            f"(it reads version '{rr.SCHEMA_VERSION}')")
+                            f"(it reads versions {', '.join(rr.READABLE_VERSIONS)})")
     missing = [c for c in REQUIRED_COLUMNS[name] if c not in table.column_names]
     if missing:
         raise AnalysisError(f"{where}: missing required column(s) {missing} for the {name} table")
@@ -75,7 +75,7 @@ def _read(path: Path, name: str) -> tuple[pa.Table, dict[str, Any]]:
     except (OSError, pa.ArrowException) as exc:
         raise AnalysisError(f"{path}: not a readable Parquet file ({exc})") from None
     _check_table(table, name, str(path), metadata)
-    return table, metadata
+    return rr.upgrade(name, table, str(metadata.get("schema_version"))), metadata
 
 
 def _read_fragments(root: Path, name: str) -> tuple[pa.Table, dict[str, Any]] | None:

@@ -69,9 +69,9 @@ METRICS: dict[str, MetricInfo] = {m.name: m for m in [
                True, "ratio", question="Infers faster", better_word="faster"),
     MetricInfo("time_to_first_step_seconds", "Time to first training step (build + first step)", "time", "s",
                False, "ratio", better_word="faster"),
-    MetricInfo("peak_host_rss_mb", "Peak host memory (RSS)", "memory", "MiB", False, "ratio",
+    MetricInfo("peak_host_rss_mib", "Peak host memory (RSS)", "memory", "MiB", False, "ratio",
                question="Leaner", better_word="leaner"),
-    MetricInfo("peak_device_memory_mb", "Peak device memory", "memory", "MiB", False, "ratio",
+    MetricInfo("peak_device_memory_mib", "Peak device memory", "memory", "MiB", False, "ratio",
                question="Leaner", better_word="leaner"),
 ]}
 
@@ -88,7 +88,7 @@ PRIMARY: dict[str, tuple[str, ...]] = {
     "Trains faster": ("median_epoch_seconds",),
     "Infers faster": ("latency_p50_ms",),
     "More accurate": ("accuracy",),
-    "Leaner": ("peak_device_memory_mb", "peak_host_rss_mb"),
+    "Leaner": ("peak_device_memory_mib", "peak_host_rss_mib"),
 }
 
 # The columns that define a condition: two runs are paired when all of these and the seed agree.

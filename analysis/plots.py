@@ -526,7 +526,7 @@ def scaling_plot(framework_rows: pd.DataFrame, style: dict) -> str | None:
 
 def memory_plot(framework_rows: pd.DataFrame, style: dict) -> str | None:
     """Peak memory per condition and framework (MiB), mean with CI whiskers."""
-    metrics = [m for m in ("peak_host_rss_mb", "peak_device_memory_mb") if (framework_rows["metric"] == m).any()]
+    metrics = [m for m in ("peak_host_rss_mib", "peak_device_memory_mib") if (framework_rows["metric"] == m).any()]
     if not metrics:
         return None
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.2), squeeze=False)

@@ -433,9 +433,10 @@ def _dx_table(ok: pd.DataFrame, source_root: Path) -> dict:
         for fw, grp in sorted(ok.groupby("framework"), key=lambda kv: framework_sort_key(kv[0])):
             v = grp[column].dropna()
             if positive_only:
-                v = v[v > 0]  # 0 = framework already imported by an earlier cell of the same process
+                v = v[v > 0]  # results before schema 2 wrote 0 (not a measurement) for a reused process
             if len(v):
-                parts.append(f"{fw}: {fmt_num(v.median())} s (median, n={len(v)})")
+                parts.append(f"{fw}: {fmt_num(v.median())} s (median, n={len(v)}"
+                             + (" fresh processes)" if positive_only else ")"))
         return ", ".join(parts) or "n/a"
 
     evidence = {
@@ -446,7 +447,8 @@ def _dx_table(ok: pd.DataFrame, source_root: Path) -> dict:
         "training-loop": loc_text("training-loop"),
         "debugging": "time to first training step (build + first step: the wait in an edit–run cycle) — "
         + timing("time_to_first_step_seconds", positive_only=False),
-        "ecosystem": "framework import time (cold start of a fresh process) — " + timing("import_seconds", positive_only=True),
+        "ecosystem": "framework import + runtime set-up, cold start (measured once in each fresh actor process "
+        "before anything else; reused processes report none) — " + timing("import_seconds", positive_only=True),
     }
     return {"rows": [{"aspect": aspect, "keras": k, "pytorch": p, "evidence": evidence[key]}
                      for aspect, key, k, p in DX_ROWS],
@@ -609,7 +611,10 @@ def render_html(context: Mapping[str, Any]) -> str:
 
 
 def _summary_table(summary: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(summary, preserve_index=False)
+    """Every row with an explicit ``unit`` and ``scale``; every column described (``analysis.columns``)."""
+    from analysis.columns import described, with_units
+
+    return described(pa.Table.from_pandas(with_units(summary), preserve_index=False))
 
 
 def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[str, Any] | AnalysisOptions | None = None,

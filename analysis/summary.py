@@ -36,7 +36,7 @@ from analysis.metrics import (CONDITION_COLUMNS, CONDITION_LABELS, METRICS, PRIM
 from analysis.options import AnalysisOptions
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "row_kind", "metric", "metric_label", "metric_kind", "comparison", "unit", "higher_is_better",
+    "row_kind", "metric", "metric_label", "metric_kind", "comparison", "unit", "scale", "higher_is_better",
     "condition_id", "condition", *CONDITION_COLUMNS,
     "framework", "framework_a", "framework_b", "seed",
     "estimate", "ci_low", "ci_high", "n", "mean", "median", "std", "iqr", "iqm", "iqm_low", "iqm_high",
@@ -131,7 +131,7 @@ def _buckets(group_sorted: np.ndarray, values: np.ndarray, *others: np.ndarray
         yield ids[counts == n], values[rows].reshape(-1, n), tuple(o[rows].reshape(-1, n) for o in others)
 
 
-TEXT_COLUMNS = frozenset({"row_kind", "metric", "comparison", "unit", "framework", "framework_a", "framework_b",
+TEXT_COLUMNS = frozenset({"row_kind", "metric", "comparison", "unit", "scale", "framework", "framework_a", "framework_b",
                           "family", "verdict", "winner", "margin_words", "phrase", "note"})
 
 
@@ -316,13 +316,13 @@ EPOCH_REPLICATES: dict[str, str] = {"epoch_seconds": "median_epoch_seconds", "st
 def epoch_replicates(epochs: pd.DataFrame | None, column: str = "epoch_seconds") -> pd.DataFrame | None:
     """Per cell, from ``epochs.parquet``: the geometric mean of ``column`` over the post-warm-up
     epochs (``value``), their count (``replicates``) and the variance of that mean's log
-    (``within_var`` = s²/k on the log scale; NaN below two replicates). Epoch 0 is the warm-up epoch
+    (``within_var`` = s²/k on the log scale; NaN below two replicates). Epoch 1 is the warm-up epoch
     (reported apart, as in the runs table). None when the table has no usable values."""
     if epochs is None or not len(epochs) or column not in epochs or "epoch" not in epochs:
         return None
     e = epochs[["cell_id", "epoch", column]]
     secs = e[column].to_numpy(dtype=float, na_value=np.nan)
-    keep = (e["epoch"].to_numpy() >= 1) & np.isfinite(secs) & (secs > 0)
+    keep = (e["epoch"].to_numpy() >= 2) & np.isfinite(secs) & (secs > 0)
     if not keep.any():
         return None
     logs = pd.DataFrame({"cell_id": e["cell_id"].to_numpy()[keep], "log": np.log(secs[keep])})
@@ -601,6 +601,8 @@ def _attach(cols: dict[str, np.ndarray], conditions: pd.DataFrame, options: Anal
     infos = [METRICS[m] for m in cols["metric"]]
     cols["metric_label"] = np.array([i.label for i in infos], dtype=object)
     cols["metric_kind"] = np.array([i.kind for i in infos], dtype=object)
+    # how the row's numbers are expressed (analysis.columns): value | difference (A − B) | ratio (A / B)
+    cols["scale"] = np.array([c if c in ("difference", "ratio") else "value" for c in cols["comparison"]], dtype=object)
     cols["higher_is_better"] = np.array([i.higher_is_better for i in infos], dtype=bool)
     cols["confidence"] = np.full(size, options.confidence)
     cols["n_resamples"] = np.full(size, options.n_resamples)

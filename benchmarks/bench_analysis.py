@@ -28,7 +28,7 @@ from analysis.summary import summarize
 
 BATCH_SIZES = np.array([16, 32, 64, 128, 256, 512, 1024, 2048])
 DEFAULT_METRICS = ["accuracy", "f1", "roc_auc", "log_loss", "median_epoch_seconds", "images_per_second",
-                   "latency_p50_ms", "throughput_images_per_second", "peak_host_rss_mb", "peak_device_memory_mb"]
+                   "latency_p50_ms", "throughput_images_per_second", "peak_host_rss_mib", "peak_device_memory_mib"]
 
 
 def synthetic_runs(rows: int, seeds: int, frameworks: int, metrics: list[str], random_state: int = 0) -> pd.DataFrame:

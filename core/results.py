@@ -21,7 +21,10 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "1"
+#: Version 2: memory columns in MiB named ``*_mib`` (were ``*_mb``), epochs numbered 1..N (were 0..N-1),
+#: every column described (field metadata ``description`` and ``unit``). ``upgrade`` reads version 1.
+SCHEMA_VERSION = "2"
+READABLE_VERSIONS = ("1", "2")
 
 _IDENTITY = [
     ("sweep_id", pa.string()),
@@ -94,12 +97,13 @@ _SPEED = [
     ("throughput_images_per_second_p90", pa.float64()),
     ("throughput_calls", pa.int64()),
     ("throughput_batch_size", pa.int64()),
-    ("import_seconds", pa.float64()),  # framework import in this process (0 when already imported)
+    ("import_seconds", pa.float64()),  # framework import in a fresh process (null when not measured)
+    ("import_note", pa.string()),  # how import_seconds was measured, or why it is null
     ("time_to_first_step_seconds", pa.float64()),  # build + first training step
 ]
 _MEMORY = [
-    ("peak_host_rss_mb", pa.float64()),
-    ("peak_device_memory_mb", pa.float64()),  # framework-native counter; null on CPU
+    ("peak_host_rss_mib", pa.float64()),
+    ("peak_device_memory_mib", pa.float64()),  # framework-native counter; null on CPU
 ]
 _MODEL = [
     ("param_count", pa.int64()),  # trainable
@@ -107,14 +111,120 @@ _MODEL = [
     ("parity_knobs", pa.string()),  # JSON, read back from the built model
 ]
 
-RUNS_SCHEMA = pa.schema(_IDENTITY + _PROVENANCE + _STATUS + _QUALITY + _SPEED + _MEMORY + _MODEL)
+#: The data dictionary: ``column → (unit, description)``, stored in each Arrow field's metadata
+#: (``description``, ``unit``) so every table explains itself (``python -m analysis --describe``).
+#: Units: ``none`` (identifiers, text, JSON), ``count``, ``fraction`` (0–1), ``s``, ``ms``, ``MiB``
+#: (2^20 bytes), ``images/s``, ``pixels``, ``nats`` (natural-log cross-entropy per sample), ``UTC``.
+COLUMN_DOCS: dict[str, tuple[str, str]] = {
+    # identity
+    "sweep_id": ("none", "the sweep that produced the row (one per `python -m runner` output dir, kept on resume)"),
+    "cell_id": ("none", "stable id of the cell: hash of its resolved config (data, model, framework, parity, train, seed, device)"),
+    "config_hash": ("none", "hash of the cell's resolved config"),
+    "framework": ("none", "adapter that ran the cell: pytorch | keras | keras_jax | keras_torch | fake"),
+    "backend": ("none", "the framework's compute backend (keras: tensorflow | jax | torch)"),
+    "framework_version": ("none", "version of the framework package (torch or keras)"),
+    "versions": ("none", "JSON {package: version} of the cell's process; cuda/cudnn as x.y.z"),
+    "model": ("none", "model spec name (small_cnn | capstone_cnn)"),
+    "data": ("none", "dataset name (eurosat_mini | eurosat | folder | synthetic)"),
+    "num_classes": ("count", "number of classes in the dataset"),
+    "image_size": ("pixels", "side of the square input images after resizing"),
+    "seed": ("none", "seed of split, weights, order and augmentation (pairs the frameworks' cells)"),
+    "batch_size": ("images", "training batch size"),
+    "epochs": ("count", "training epochs of the cell"),
+    "device": ("none", "device requested in the grid: cpu | gpu | gpu:<type>"),
+    "device_kind": ("none", "device the cell ran on: cpu | gpu"),
+    "device_name": ("none", "name of that device (CPU model or GPU name)"),
+    "gpu_index": ("none", "Ray-assigned GPU id on the node (null on CPU)"),
+    "host": ("none", "host name of the node that ran the cell"),
+    "node_id": ("none", "Ray node id"),
+    "precision_policy": ("none", "numeric precision: fp32 | tf32 | mixed_bf16"),
+    "compile_policy": ("none", "graph compilation: off | on (XLA jit_compile / torch.compile)"),
+    "parity_mode": ("none", "parity config: strict (hidden defaults made equal) | framework_defaults"),
+    "cpu_threads": ("count", "intra-op CPU threads the framework was given"),
+    "concurrency": ("count", "timing cells sharing the node or device at once"),
+    "attempt": ("count", "1 + the number of times the cell was retried after its actor died"),
+    # provenance
+    "git_sha": ("none", "commit of the benchmark code (KVP_GIT_SHA inside images)"),
+    "split_hash": ("none", "hash of decoded pixels, labels, split options, seed and indices: equal ⇒ same data"),
+    "start_time": ("UTC", "when the cell started"),
+    "end_time": ("UTC", "when the cell finished"),
+    # status
+    "status": ("none", "ok | failed"),
+    "error": ("none", "one-line error of a failed cell"),
+    "traceback": ("none", "traceback of a failed cell"),
+    # quality (test split)
+    "accuracy": ("fraction", "test accuracy"),
+    "precision": ("fraction", "test precision: binary ⇒ class 1, multi-class ⇒ support-weighted"),
+    "recall": ("fraction", "test recall: binary ⇒ class 1, multi-class ⇒ support-weighted"),
+    "f1": ("fraction", "test F1: binary ⇒ class 1, multi-class ⇒ support-weighted"),
+    "precision_macro": ("fraction", "test precision, unweighted mean over classes"),
+    "recall_macro": ("fraction", "test recall, unweighted mean over classes"),
+    "f1_macro": ("fraction", "test F1, unweighted mean over classes"),
+    "roc_auc": ("fraction", "test ROC-AUC (multi-class: one-vs-rest, macro); null when a class is absent"),
+    "log_loss": ("nats", "test cross-entropy per sample (natural log)"),
+    "confusion_matrix": ("count", "JSON [[count]]: rows = true class, columns = predicted, label order"),
+    "per_class": ("none", "JSON {class: {precision, recall, f1 (fractions), support (count)}}"),
+    "classes": ("none", "JSON [class names] in label order"),
+    "test_samples": ("count", "images in the test split"),
+    # speed
+    "train_seconds": ("s", "training time of all epochs (train_epoch only; validation excluded)"),
+    "first_epoch_seconds": ("s", "epoch 1 (warm-up: tracing, compilation, autotune), reported apart"),
+    "median_epoch_seconds": ("s", "median training time of epochs 2..N (epoch 1 when there is only one)"),
+    "images_per_second": ("images/s", "training images / median_epoch_seconds"),
+    "latency_p50_ms": ("ms", "inference latency at batch 1, median over latency_samples calls after warm-up"),
+    "latency_p90_ms": ("ms", "inference latency at batch 1, 90th percentile"),
+    "latency_p99_ms": ("ms", "inference latency at batch 1, 99th percentile"),
+    "throughput_images_per_second": ("images/s", "inference throughput at throughput_batch_size"),
+    "throughput_batch_size": ("images", "batch size of the throughput measurement"),
+    "import_seconds": ("s", "cold start: framework import + runtime set-up, measured in a fresh process "
+                            "before anything else was imported; null when not measured (see import_note)"),
+    "import_note": ("none", "how import_seconds was measured, or why it is null"),
+    "time_to_first_step_seconds": ("s", "build the model + the first optimizer step (the wait of an edit–run cycle)"),
+    # memory
+    "peak_host_rss_mib": ("MiB", "peak resident host memory of the cell's process (Linux VmHWM, reset per cell)"),
+    "peak_device_memory_mib": ("MiB", "framework-native peak device memory of the cell; null on CPU"),
+    # model
+    "param_count": ("count", "trainable parameters"),
+    "param_count_total": ("count", "parameters incl. BatchNorm moving statistics"),
+    "parity_knobs": ("none", "JSON of the parity knobs read back from the built model"),
+    # epochs
+    "epoch": ("none", "epoch number, 1..N (epoch 1 is the warm-up epoch)"),
+    "train_loss": ("nats", "mean training cross-entropy per sample over the epoch"),
+    "train_accuracy": ("fraction", "training accuracy over the epoch"),
+    "val_loss": ("nats", "validation cross-entropy per sample after the epoch"),
+    "val_accuracy": ("fraction", "validation accuracy after the epoch"),
+    "epoch_seconds": ("s", "training time of the epoch (train_epoch only)"),
+    # predictions
+    "sample_index": ("none", "index into the prepared dataset (the same image for every framework)"),
+    "y_true": ("none", "true class label (index into classes)"),
+    "y_pred": ("none", "predicted class label (argmax of scores)"),
+    "scores": ("fraction", "class probabilities (binary: [p(class 0), p(class 1)])"),
+}
+#: Columns whose meaning differs between tables (epochs' ``images_per_second`` is per epoch).
+_TABLE_DOCS: dict[tuple[str, str], tuple[str, str]] = {
+    ("epochs", "images_per_second"): ("images/s", "training images / epoch_seconds"),
+}
 
-EPOCHS_SCHEMA = pa.schema([
+
+def _described(table: str, fields: list) -> pa.Schema:
+    """A schema whose every field carries ``description`` and ``unit`` metadata (from ``COLUMN_DOCS``)."""
+    out = []
+    for name, type_ in fields:
+        doc = _TABLE_DOCS.get((table, name)) or COLUMN_DOCS.get(name)
+        if doc is None:
+            raise KeyError(f"core.results: column {table}.{name} has no entry in COLUMN_DOCS (unit, description)")
+        out.append(pa.field(name, type_, metadata={"unit": doc[0], "description": doc[1]}))
+    return pa.schema(out)
+
+
+RUNS_SCHEMA = _described("runs", _IDENTITY + _PROVENANCE + _STATUS + _QUALITY + _SPEED + _MEMORY + _MODEL)
+
+EPOCHS_SCHEMA = _described("epochs", [
     ("sweep_id", pa.string()),
     ("cell_id", pa.string()),
     ("framework", pa.string()),
     ("seed", pa.int64()),
-    ("epoch", pa.int64()),  # 0-based
+    ("epoch", pa.int64()),  # 1..N, as in the logs and the report
     ("train_loss", pa.float64()),
     ("train_accuracy", pa.float64()),
     ("val_loss", pa.float64()),
@@ -128,7 +238,7 @@ EPOCHS_SCHEMA = pa.schema([
     ("step_seconds_p99", pa.float64()),
 ])
 
-PREDICTIONS_SCHEMA = pa.schema([
+PREDICTIONS_SCHEMA = _described("predictions", [
     ("sweep_id", pa.string()),
     ("cell_id", pa.string()),
     ("framework", pa.string()),
@@ -140,6 +250,36 @@ PREDICTIONS_SCHEMA = pa.schema([
 ])
 
 SCHEMAS: dict[str, pa.Schema] = {"runs": RUNS_SCHEMA, "epochs": EPOCHS_SCHEMA, "predictions": PREDICTIONS_SCHEMA}
+
+
+#: Version-1 column names → today's.
+_V1_RENAMES = {"peak_host_rss_mb": "peak_host_rss_mib", "peak_device_memory_mb": "peak_device_memory_mib"}
+
+
+def upgrade(name: str, table: pa.Table, version: str) -> pa.Table:
+    """A table written under an older readable ``version`` in today's terms (names, epoch numbering)."""
+    if str(version) == "1":
+        import pyarrow.compute as pc
+
+        names = [_V1_RENAMES.get(n, n) for n in table.column_names]
+        table = table.rename_columns(names)
+        if name == "epochs" and "epoch" in names:  # version 1 counted epochs from 0
+            i = names.index("epoch")
+            table = table.set_column(i, table.schema.field(i), pc.add(table.column(i), 1))
+    return table
+
+
+def data_dictionary(schemas: Mapping[str, pa.Schema] | None = None) -> str:
+    """The tables' columns with type, unit and description, as plain text (``python -m analysis --describe``)."""
+    lines = []
+    for table, schema in (schemas or SCHEMAS).items():
+        lines.append(f"{table}.parquet")
+        width = max(len(f.name) for f in schema)
+        for f in schema:
+            meta = {k.decode(): v.decode() for k, v in (f.metadata or {}).items()}
+            lines.append(f"  {f.name:<{width}}  {str(f.type):<13} {meta.get('unit', '?'):<9} {meta.get('description', '')}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
 
 
 class ResultsError(Exception):

@@ -265,9 +265,11 @@ class PyTorchAdapter(Adapter):
     def versions(self) -> dict[str, str]:
         import torchvision
 
+        from frameworks.versions import cudnn_text
+
         cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
         return {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__), "cuda": str(torch.version.cuda),
-                "cudnn": str(cudnn), "numpy": np.__version__, "python": platform.python_version()}
+                "cudnn": str(cudnn_text(cudnn)), "numpy": np.__version__, "python": platform.python_version()}
 
     def device_info(self) -> dict[str, Any]:
         if self.device.type == "cuda":

@@ -18,8 +18,10 @@ What is timed, and how (every clock read is preceded by ``adapter.sync()``):
 - ``time_to_first_step_seconds`` = ``build`` + the first optimizer step. To measure the step, epoch 0
   is fed as two ``train_epoch`` calls — its first batch, then the rest — with exactly the same
   batches, order and augmentation as one call would see; both parts count toward epoch 0.
-- ``import_seconds``: ``get_adapter`` (the framework import and runtime set-up) in this process;
-  0 when a cached adapter from an earlier cell in the same process is reused.
+- ``import_seconds``: a cold start only: ``get_adapter`` (the framework import and runtime set-up) in a
+  process that had not imported the framework — timed by each Ray actor as the first thing it does
+  (reported on its first cell), or by ``runner.cell`` in its own process. Otherwise null, and
+  ``import_note`` says why (adapter reused, framework already imported); never a misleading 0.
 - Per-step times: each ``train_epoch`` returns its steps' wall times (CUDA events on a GPU, step-output
   completion elsewhere: no extra per-step synchronisation); ``epochs`` rows carry their count, median
   and p10/p90/p99 (``steps``, ``step_seconds_*``).
@@ -86,6 +88,15 @@ class CellResult:
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+#: ``adapter_cache`` key of an actor's cold-start measurement (``runner.actors``), used by one cell.
+COLD_START_KEY = "cold_start"
+
+
+def _framework_imported(framework: str) -> bool:
+    module = "frameworks.fake_adapter" if framework == "fake" else _FRAMEWORK_PACKAGE.get(framework, framework)
+    return module in sys.modules
 
 
 def _adapter_device(device: str) -> str:
@@ -193,9 +204,9 @@ def _run(cell: dict[str, Any], cid: str, row: dict[str, Any], epoch_rows: list, 
     test_idx = np.asarray(ds.test_idx)
     row.update(_latency(adapter, ds, test_idx, c.inference))
     row.update(_throughput(adapter, ds, test_idx, c.throughput_batch_size, c.inference))
-    row["peak_host_rss_mb"] = provenance.peak_rss_mb()
+    row["peak_host_rss_mib"] = provenance.peak_rss_mib()
     peak_device = adapter.peak_device_memory_bytes()
-    row["peak_device_memory_mb"] = None if peak_device is None else peak_device / 2**20
+    row["peak_device_memory_mib"] = None if peak_device is None else peak_device / 2**20
 
 
 def _settings(cell: dict[str, Any], cid: str, row: dict[str, Any]) -> _Cell:
@@ -255,13 +266,25 @@ def _adapter(c: _Cell, adapter_cache: dict | None, state: dict[str, Any]):
     cache_key = (c.framework, c.parity, device)
     adapter = adapter_cache.get(cache_key) if adapter_cache is not None else None
     if adapter is None:
+        already = _framework_imported(c.framework)
         with provenance.Stopwatch() as import_sw:
             adapter = get_adapter(c.framework, c.parity, device, c.pipeline)
-        row["import_seconds"] = import_sw.seconds
+        if already:  # imported by the gate or an earlier cell: what the stopwatch saw is not an import
+            row["import_seconds"] = None
+            row["import_note"] = "not measured: the framework was already imported in this process"
+        else:
+            row["import_seconds"] = import_sw.seconds
+            row["import_note"] = "cold start: first import in this process (runner.cell)"
         if adapter_cache is not None:
             adapter_cache[cache_key] = adapter
     else:
-        row["import_seconds"] = 0.0
+        cold = adapter_cache.get(COLD_START_KEY) if adapter_cache is not None else None
+        if cold is not None and cold.get("key") == cache_key:  # the actor's start-up measurement, reported once
+            adapter_cache.pop(COLD_START_KEY)
+            row["import_seconds"], row["import_note"] = cold["seconds"], cold["note"]
+        else:
+            row["import_seconds"] = None
+            row["import_note"] = "not measured: adapter reused from an earlier cell of this process"
         adapter.set_pipeline(c.pipeline)  # the device copy of the images stays cached in the adapter
     state["cache_key"] = cache_key
     _apply_framework_options(adapter, c.cell)
@@ -326,7 +349,7 @@ def _train(c: _Cell, adapter, ds, build_seconds: float) -> list[dict[str, Any]]:
             val_accuracy = float(np.mean(np.asarray(val_probs).argmax(axis=1) == y_val))
             val_loss = float(val_loss)
         epoch_rows.append({"sweep_id": row["sweep_id"], "cell_id": c.cid, "framework": c.framework, "seed": c.seed,
-                           "epoch": epoch, "train_loss": float(epoch_stats.loss),
+                           "epoch": epoch + 1, "train_loss": float(epoch_stats.loss),
                            "train_accuracy": float(epoch_stats.accuracy), "val_loss": val_loss,
                            "val_accuracy": val_accuracy, "epoch_seconds": seconds,
                            "images_per_second": n / seconds if seconds > 0 else None,
@@ -477,8 +500,8 @@ def _summary(result: CellResult, out_dir: Path, files: Mapping[str, Path]) -> st
             f"time to first step {fmt('time_to_first_step_seconds', '.2f', 's')}  import {fmt('import_seconds', '.2f', 's')}",
             f"  inference: latency p50 {fmt('latency_p50_ms', '.2f', ' ms')}  p99 {fmt('latency_p99_ms', '.2f', ' ms')}  "
             f"throughput {fmt('throughput_images_per_second', '.1f')} img/s @ batch {r.get('throughput_batch_size')}",
-            f"  memory: peak host RSS {fmt('peak_host_rss_mb', '.0f', ' MiB')}  "
-            f"peak device {fmt('peak_device_memory_mb', '.0f', ' MiB')}  params {r.get('param_count')}",
+            f"  memory: peak host RSS {fmt('peak_host_rss_mib', '.0f', ' MiB')}  "
+            f"peak device {fmt('peak_device_memory_mib', '.0f', ' MiB')}  params {r.get('param_count')}",
         ]
         lines += [f"  note: {n}" for n in result.notes]
     else:

@@ -4,7 +4,7 @@ Nothing here may crash a cell: every probe falls back to ``"unknown"``/``None``.
 
 Peak host RSS is measured **per cell** where Linux allows it: ``reset_peak_rss()`` writes ``5`` to
 ``/proc/self/clear_refs``, which resets the kernel's high-water mark (``VmHWM``) to the current RSS,
-and ``peak_rss_mb()`` reads ``VmHWM`` back. A long-lived Ray actor runs many cells, so the
+and ``peak_rss_mib()`` reads ``VmHWM`` back. A long-lived Ray actor runs many cells, so the
 process-lifetime peak (``resource.getrusage().ru_maxrss``) would charge every cell with the largest
 earlier one. Where the reset is not possible (macOS, a locked-down ``/proc``) the fallback is
 ``ru_maxrss``, the peak since the process started; ``reset_peak_rss()`` returns ``False`` then.
@@ -82,7 +82,7 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_mb() -> float | None:
+def peak_rss_mib() -> float | None:
     """Peak resident set size in MiB: since the last ``reset_peak_rss()`` (Linux) or process start."""
     try:
         for line in _STATUS.read_text().splitlines():

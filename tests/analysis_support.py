@@ -104,9 +104,9 @@ def make_sweep(root: str | Path, *, frameworks: Iterable[str] = ("keras", "pytor
                         median_epoch_seconds=epoch_s, images_per_second=200 / epoch_s,
                         latency_p50_ms=2.0 * (1 + noise * r.normal()), latency_p90_ms=2.5, latency_p99_ms=3.0,
                         throughput_images_per_second=1000.0 * (1 + noise * r.normal()), throughput_batch_size=64,
-                        import_seconds=1.5 if seed == 0 else 0.0, time_to_first_step_seconds=0.5 + 0.1 * r.random(),
-                        peak_host_rss_mb=500.0 * (1 + noise * r.normal()),
-                        peak_device_memory_mb=None if device_kind == "cpu" else 300.0,
+                        import_seconds=1.5 if seed == 0 else None, time_to_first_step_seconds=0.5 + 0.1 * r.random(),
+                        peak_host_rss_mib=500.0 * (1 + noise * r.normal()),
+                        peak_device_memory_mib=None if device_kind == "cpu" else 300.0,
                         param_count=1234, param_count_total=1250,
                         parity_knobs=json.dumps({"batchnorm_momentum": 0.1, "adam_epsilon": 1e-7,
                                                  "framework_native_name": fw}),
@@ -115,7 +115,7 @@ def make_sweep(root: str | Path, *, frameworks: Iterable[str] = ("keras", "pytor
                     tables = {
                         "runs": [row],
                         "epochs": [{"sweep_id": "synthetic", "cell_id": cell, "framework": fw, "seed": seed,
-                                    "epoch": e, "train_loss": 1.0 / (e + 1) + 0.05 * r.random(),
+                                    "epoch": e + 1, "train_loss": 1.0 / (e + 1) + 0.05 * r.random(),
                                     "train_accuracy": 0.5 + 0.1 * e, "val_loss": 1.1 / (e + 1),
                                     "val_accuracy": 0.45 + 0.1 * e + 0.02 * r.random(),
                                     "epoch_seconds": epoch_s, "images_per_second": 200 / epoch_s}

@@ -23,7 +23,7 @@ def test_seeds_sweep_with_real_frameworks_gives_one_ok_row_per_cell(tmp_path):
     assert list(df.columns) == RUNS_SCHEMA.names
     ok = df.iloc[0]
     for column in ("accuracy", "f1", "train_seconds", "median_epoch_seconds", "images_per_second", "latency_p50_ms",
-                   "throughput_images_per_second", "peak_host_rss_mb", "param_count", "split_hash", "git_sha",
+                   "throughput_images_per_second", "peak_host_rss_mib", "param_count", "split_hash", "git_sha",
                    "framework_version", "node_id", "host", "device_name"):
         assert ok[column] is not None and ok[column] == ok[column], column  # present and not NaN
     assert df.groupby("seed").split_hash.nunique().eq(1).all()  # both frameworks saw the same split

@@ -71,7 +71,7 @@ class Backend(KerasBackend):
 
         build = tf.sysconfig.get_build_info()
         return {"tensorflow": tf.__version__, "cuda": str(build.get("cuda_version")),
-                "cudnn": str(build.get("cudnn_version"))}
+                "cudnn": str(_cudnn(build))}
 
     def device_info(self, keras: Any) -> dict[str, Any]:
         import tensorflow as tf
@@ -206,3 +206,10 @@ class Backend(KerasBackend):
         if not hasattr(self, "_norm"):
             self._norm = tf.function(lambda x, s, b: tf.cast(x, tf.float32) * s + b)
         return self._norm(images, scale, shift)
+
+
+def _cudnn(build) -> str | None:
+    """cuDNN as x.y.z: the loaded library's version (TensorFlow's build info has the major only, "9")."""
+    from frameworks.versions import cudnn_text, loaded_cudnn
+
+    return loaded_cudnn() or cudnn_text(build.get("cudnn_version"))
