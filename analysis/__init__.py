@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from analysis.options import AnalysisError, AnalysisOptions
 
-__all__ = ["AnalysisError", "AnalysisOptions", "build_report", "plan_seeds"]
+__all__ = ["AnalysisError", "AnalysisOptions", "build_report", "plan_seeds", "print_verdict"]
 
 
 def build_report(results_dirs: list[Path], out_dir: Path, options: Mapping[str, Any] | None = None) -> dict[str, Path]:
@@ -40,3 +40,11 @@ def plan_seeds(results_dirs: list[Path], options: Mapping[str, Any] | None, *, s
     require_ok(results)
     summary, _, _ = summarize(results.ok_runs.reset_index(drop=True), opts, None, epochs=results.epochs)
     return decide_more_seeds(summary, seeds_run=seeds_run, max_seeds=max_seeds, target=target)
+
+
+def print_verdict(summary_path: str | Path, file=None) -> None:
+    """Print the report's first screen — the headline verdict rows of ``summary.parquet`` — as a compact
+    table (question, metric, A vs B, estimate [CI], verdict) on ``file`` (stdout)."""
+    from analysis.terminal import print_verdict as _print
+
+    _print(Path(summary_path), file=file)

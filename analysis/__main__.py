@@ -13,7 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m analysis",
         description="Paired statistics and a self-contained HTML report from one or more sweep results directories.")
-    parser.add_argument("results", nargs="+", type=Path, help="sweep results directories (runs.parquet, …)")
+    parser.add_argument("results", nargs="*", type=Path, help="sweep results directories (runs.parquet, …)")
+    parser.add_argument("--describe", action="store_true",
+                        help="print the data dictionary (every column of the Parquet tables: type, unit, meaning) and exit")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: the first results directory)")
     parser.add_argument("--confidence", type=float, default=defaults.confidence)
     parser.add_argument("--n-resamples", type=int, default=defaults.n_resamples, help="bootstrap resamples")
@@ -24,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="equivalence margin for time/memory ratios (0.05 = ±5 %%)")
     parser.add_argument("--alpha", type=float, default=defaults.alpha)
     args = parser.parse_args(argv)
+    if args.describe:
+        print(_data_dictionary(), end="")
+        return 0
+    if not args.results:
+        parser.error("give at least one results directory (or --describe)")
     options = {"confidence": args.confidence, "n_resamples": args.n_resamples, "random_state": args.random_state,
                "margin_quality_pp": args.margin_quality_pp, "margin_time_ratio": args.margin_time_ratio,
                "alpha": args.alpha}
@@ -34,9 +41,24 @@ def main(argv: list[str] | None = None) -> int:
     except AnalysisError as exc:
         print(f"analysis: error: {exc}", file=sys.stderr)
         return 2
+    from analysis import print_verdict
+
+    print_verdict(paths["summary"])
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
+
+
+def _data_dictionary() -> str:
+    from core.results import data_dictionary
+    from analysis.columns import SUMMARY_DOCS
+
+    text = data_dictionary()
+    width = max(map(len, SUMMARY_DOCS))
+    lines = ["", "summary.parquet (one row per metric × condition × framework or pair; "
+             "each row's numbers are in its `unit`, on its `scale`)"]
+    lines += [f"  {name:<{width}}  {unit:<9} {desc}" for name, (unit, desc) in SUMMARY_DOCS.items()]
+    return text + "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

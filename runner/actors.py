@@ -19,7 +19,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from pathlib import Path
+
 from core.text import one_line
+from runner.console import log_name
 from runner.outcome import SweepError
 from runner.slots import Slot
 
@@ -66,6 +69,38 @@ def to_log_file_only(level: int, message: str) -> None:
             handler.handle(record)
 
 
+def _measure_cold_start(framework: str, cold_start: Mapping[str, Any], adapter_cache: dict) -> None:
+    """Time the framework's import + runtime set-up (``get_adapter``) in this fresh actor process, before
+    anything else is imported; the adapter is kept for the cells, the figure goes to the first cell that
+    uses it (``runner.cell.COLD_START_KEY``)."""
+    from frameworks.base import ParitySettings, get_adapter
+
+    try:
+        parity = ParitySettings.from_config(cold_start["parity"])
+        device = str(cold_start["device"])
+        t0 = time.perf_counter()
+        adapter = get_adapter(framework, parity, device)
+        seconds = time.perf_counter() - t0
+    except Exception as exc:  # the cells will import it themselves (and say why there is no cold figure)
+        adapter_cache["cold_start"] = {"key": None, "seconds": None,
+                                       "note": f"cold-start probe failed: {one_line(exc, 200)}"}
+        return
+    key = (framework, parity, device)
+    adapter_cache[key] = adapter
+    adapter_cache["cold_start"] = {"key": key, "seconds": seconds,
+                                   "note": "cold start: measured in a fresh actor process before anything else"}
+
+
+def _cell_words(cell: Mapping[str, Any]) -> str:
+    from runner.cell import cell_id
+
+    try:
+        return (f"{cell_id(dict(cell))} ({cell['framework']['name']} seed={cell['seed']} "
+                f"batch={cell['train']['batch_size']} device={cell['device']})")
+    except Exception:
+        return ""
+
+
 def _where() -> dict[str, Any]:
     import ray
 
@@ -82,15 +117,23 @@ def _where() -> dict[str, Any]:
 class CellWorker:
     """The body of an actor: runs cells of one framework on one slot, keeping adapters warm."""
 
-    def __init__(self, framework: str, slot_key: str) -> None:
+    def __init__(self, framework: str, slot_key: str, cold_start: dict[str, Any] | None = None,
+                 log_file: str | None = None) -> None:
         from runner import crashes
 
         self.framework = framework
         self.slot_key = slot_key
         self.adapter_cache: dict = {}
+        self.log_file = None
+        if log_file:  # quiet console: everything this process writes (C++ included) goes to the sweep's logs
+            from runner.console import redirect_process_output
+
+            self.log_file = redirect_process_output(log_file)
         # A native crash (SIGSEGV, SIGABRT, …) dumps to a node-local file, not the console; the restarted
         # actor reports it (where()) and the driver puts it in the sweep log and the cell's row.
         self.crash_dump = crashes.enable_crash_dump()
+        if cold_start is not None:  # first, while this process has imported no framework: a cold start
+            _measure_cold_start(framework, cold_start, self.adapter_cache)
         import runner.cell  # noqa: F401  (its metrics stack loads while the actor starts, not in a cell's time)
 
     def where(self) -> dict[str, Any]:
@@ -98,10 +141,19 @@ class CellWorker:
 
         return dict(_where(), crashes=crashes.collect_crashes(self.crash_dump))
 
+    def read_log(self) -> str:
+        """This actor's log file (for a driver on another node)."""
+        try:
+            return self.log_file.read_text(errors="replace") if self.log_file else ""
+        except OSError:
+            return ""
+
     def run(self, cell: dict[str, Any], sweep_id: str, context: dict[str, Any]) -> dict[str, Any]:
         from runner.cell import run_cell
 
         here = _where()
+        if self.log_file:
+            print(f"=== cell {_cell_words(cell)} ===", flush=True)
         ctx = dict(context, node_id=here["node_id"], host=here["host"],
                    gpu_index=here["gpu_ids"][0] if here["gpu_ids"] else None)
         t0 = time.time()
@@ -144,8 +196,9 @@ class ActorRecord:
 class ActorPool:
     """Starts one actor per (slot, framework), tracks where each runs, re-probes restarting ones."""
 
-    def __init__(self, ray, slots: Sequence[Slot], runner_cfg: Mapping[str, Any]) -> None:
+    def __init__(self, ray, slots: Sequence[Slot], runner_cfg: Mapping[str, Any], log_dir: Path | None = None) -> None:
         self.ray = ray
+        self.log_dir = log_dir  # quiet console: each actor's output goes to <log_dir>/<framework>@<slot>.log
         self.slots = list(slots)
         self.runner_cfg = runner_cfg
         self.actors: list[ActorRecord] = []
@@ -175,7 +228,10 @@ class ActorPool:
                     options.update(num_gpus=share, num_cpus=0)
                 else:
                     options.update(num_gpus=0, num_cpus=math.floor(slot.cpus * share * 1e4) / 1e4)
-                self.actors.append(ActorRecord(remote_cls.options(**options).remote(name, slot.key), name, slot))
+                cold = {"parity": parity_cfg, "device": "gpu" if slot.kind == "gpu" else "cpu"}
+                log_file = str(self.log_dir / log_name(f"{name}@{slot.label}")) if self.log_dir else None
+                handle = remote_cls.options(**options).remote(name, slot.key, cold, log_file)
+                self.actors.append(ActorRecord(handle, name, slot))
         self._wait_placed()
 
     def _wait_placed(self) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from core.text import one_line
+from runner import console
 from runner.grid import GridError
 from runner.outcome import SweepError
 from runner.slots import Slot
@@ -71,6 +72,7 @@ def init_kwargs(runner_cfg: Mapping[str, Any]) -> dict[str, Any]:
     (``runner.address``, whose own settings are kept — securing one: README) or the local head's that
     ``LocalHead`` started on the loopback (``LocalHead.command`` holds the local node's settings)."""
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
+    kwargs.update(console.ray_init_kwargs(runner_cfg))  # quiet console unless runner.verbose (runner.console)
     if runner_cfg.get("address"):
         kwargs["address"] = str(runner_cfg["address"])
     return kwargs

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from core.atomic import atomic_write_json
 from core.gate import GateRecord
 from runner import adaptive
+from runner import console
 from runner import grid as gridlib
 from runner import results
 from runner.actors import ActorPool
@@ -60,6 +61,7 @@ class _Found:
     env: dict[str, Any] = field(default_factory=dict)
     gate: GateRecord | None = None
     adaptive: dict[str, Any] | None = None  # runner.target_ci: the rule and each round's decision
+    log_notes: list[str] = field(default_factory=list)  # one line per actor log that needs the user
 
 
 def run_sweep(cfg: Any, out_dir: str | Path | None = None, overrides: Sequence[str] | None = None) -> SweepOutcome:
@@ -82,6 +84,8 @@ def _run_sweep(cfg: Any, out_dir: str | Path | None, overrides: Sequence[str] | 
                            resume_command=resume_command(sweep.out_dir, sweep.overrides))
     log.info("sweep %s%s → %s", sweep.sweep_id, " (resume)" if sweep.resuming else "", sweep.out_dir)
     found = _Found()
+    if not console.verbose(sweep.runner_cfg):
+        console.capture_driver_warnings()
     try:
         sweep.record_invocation()
     except SweepIOError as exc:
@@ -109,8 +113,10 @@ def _run_sweep(cfg: Any, out_dir: str | Path | None, overrides: Sequence[str] | 
                            f"free the space and run: {outcome.resume_command}")
     outcome.wall_seconds = time.time() - t_start
     if outcome.message:  # the sweep itself failed (Ray, actors, gate, its own I/O)
+        _say_log_notes(found)
         return say_sweep_failed(outcome)
     if stop.interrupted:
+        _say_log_notes(found)
         outcome = say_interrupted(outcome, found.cells)
         outcome.exit_code = stop.exit_code
         return outcome
@@ -123,7 +129,31 @@ def _run_sweep(cfg: Any, out_dir: str | Path | None, overrides: Sequence[str] | 
                            f"build the report with: python -m analysis {sweep.out_dir}")
         log.warning(outcome.message)
         return outcome
-    return say_finished(outcome, found.cells, report_ok)
+    say_finished(outcome, found.cells, report_ok)
+    _say_log_notes(found)
+    _closing(outcome)
+    return outcome
+
+def _say_log_notes(found: _Found) -> None:
+    for note in found.log_notes:
+        log.warning("%s", note)
+
+
+def _closing(outcome: SweepOutcome) -> None:
+    """The verdict table (the report's first screen, from summary.parquet), then where everything is."""
+    summary = outcome.report.get("summary")
+    if summary:
+        try:
+            import analysis
+
+            analysis.print_verdict(summary)
+        except Exception as exc:  # the files are written; the table is a convenience
+            log.warning("verdict table not shown: %s: %s", type(exc).__name__, " ".join(str(exc).split()))
+    for name, path in outcome.report.items():
+        log.info("%s: %s", name, path)
+    logs = outcome.out_dir / console.LOGS_DIR
+    if logs.is_dir():
+        log.info("framework and Ray output: %s (runner.verbose=true shows it live)", logs)
 
 
 def _run_on_cluster(session: RaySession, sweep: OpenSweep, outcome: SweepOutcome, found: _Found,
@@ -147,7 +177,8 @@ def _run_on_cluster(session: RaySession, sweep: OpenSweep, outcome: SweepOutcome
     if not todo:
         return
     todo_devices = {c["device"] for c in todo}
-    pool = ActorPool(ray, [s for s in slots if any(s.accepts(d) for d in todo_devices)], runner_cfg)
+    log_dir = None if console.verbose(runner_cfg) else sweep.out_dir / console.LOGS_DIR
+    pool = ActorPool(ray, [s for s in slots if any(s.accepts(d) for d in todo_devices)], runner_cfg, log_dir=log_dir)
     dispatcher = Dispatcher(pool, todo, runner_cfg, sweep.sweep_id, sweep.out_dir, found.env["git_sha"])
     extra: list[Dispatcher] = []
     try:
@@ -172,6 +203,8 @@ def _run_on_cluster(session: RaySession, sweep: OpenSweep, outcome: SweepOutcome
 
                 found.adaptive = adaptive.add_seeds(sweep, devices, run_cells)
     finally:
+        if log_dir is not None:
+            found.log_notes = console.collect_actor_logs(pool.actors, sweep.out_dir, ray)
         stop.cleanup()
         pool.stop(kill=not session.started)
         outcome.ran = dispatcher.finished + [c for d in extra for c in d.finished]
@@ -241,6 +274,4 @@ def _report(cfg: DictConfig, out_dir: Path, outcome: SweepOutcome, stop: StopSta
         log.error("report failed: %s: %s", type(exc).__name__, " ".join(str(exc).split()))
         log.debug("%s", traceback.format_exc())
         return False
-    for name, path in outcome.report.items():
-        log.info("report %s: %s", name, path)
     return True

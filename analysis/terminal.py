@@ -1,0 +1,59 @@
+"""The report's first screen in the terminal: the headline verdicts of ``summary.parquet`` as a rich table.
+
+The rows are exactly the report's verdict table (``analysis.report._verdict_sections`` over the
+summary the analysis wrote): question, metric, A vs B, estimate [95 % CI], verdict — one block per
+condition. Nothing is computed here.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+
+def verdict_rows(summary: pd.DataFrame) -> list[dict]:
+    """The report's verdict sections (one per condition, each with its headline rows)."""
+    from analysis.report import _verdict_sections
+
+    if summary.empty or "condition_id" not in summary:
+        return []
+    conditions = (summary[["condition_id", "condition"]].dropna(subset=["condition_id"])
+                  .drop_duplicates("condition_id").sort_values("condition_id"))
+    return _verdict_sections(summary, conditions, {})
+
+
+def print_verdict(summary_path: Path, file=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    out = file or sys.stdout
+    width = shutil.get_terminal_size((120, 24)).columns if out.isatty() else 120
+    console = Console(file=out, width=max(width, 100), highlight=False, soft_wrap=False)
+    summary = pq.read_table(summary_path).to_pandas()
+    sections = [s for s in verdict_rows(summary) if s["rows"]]
+    if not sections:
+        frameworks = sorted(summary.loc[summary.get("row_kind") == "framework", "framework"].dropna().unique()) \
+            if "row_kind" in summary else []
+        console.print(f"verdict: no paired comparison (frameworks: {', '.join(frameworks) or 'none'}); "
+                      "the per-framework values are in the report")
+        return
+    for section in sections:
+        table = Table(title=f"verdict — {section['label']}" if len(sections) > 1 else "verdict",
+                      title_justify="left", show_lines=False, pad_edge=False)
+        table.add_column("question")
+        table.add_column("metric")
+        table.add_column("A vs B")
+        table.add_column("estimate [95 % CI]")
+        table.add_column("verdict")
+        for r in section["rows"]:
+            estimate = r["estimate"].split(" = ", 1)[-1]
+            style = {"v-a": "bold", "v-b": "bold", "v-eq": "", "v-inc": "dim"}.get(r["vclass"], "")
+            table.add_row(r["question"], r["metric"], r["pair"], f"{estimate} {r['ci']}",
+                          Text(r["verdict"], style=style))
+        console.print(table)
+    if len(sections) == 1:
+        console.print(Text(f"condition: {sections[0]['label']}", style="dim"))

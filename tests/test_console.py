@@ -1,0 +1,83 @@
+"""Quiet by default, complete on disk, the answer in the terminal.
+
+- ``python -m runner`` (the real CLI, fake framework: the console policy is the point, not the
+  framework) writes nothing on stderr; its actors' output is in ``<out>/logs/``; it ends with the
+  verdict, then the paths.
+- A real framework's start-up chatter (TensorFlow's C++ notices, absl, warnings) written after
+  ``redirect_process_output`` lands in the file, none of it on the process's stderr.
+- ``python -m analysis`` prints the report's verdict table (from summary.parquet) before the paths.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from analysis_support import make_sweep
+from runner_support import FAKE, cli_env
+
+from runner import PROJECT_ROOT
+
+NOISE = ("WARNING", "authentication_token", "oneDNN", "cuInit", "cudart", "absl", "retracing", "Fatal Python",
+         "(raylet)", "(CellWorker", "pid=")
+
+
+def test_a_default_run_writes_no_stderr_line_and_keeps_actor_output_on_disk(tmp_path):
+    out = tmp_path / "out"
+    args = [*FAKE, "grid.seed=[0,1]", "report.enabled=true", f"hydra.run.dir={out}"]
+    proc = subprocess.run([sys.executable, "-m", "runner", *args], cwd=PROJECT_ROOT, env=cli_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    noisy = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert noisy == [], "stderr lines:\n" + "\n".join(noisy[:20])
+    assert not [n for n in NOISE if n in proc.stdout and n != "WARNING"], proc.stdout
+    logs = list((out / "logs").glob("*.log"))
+    assert [p.name for p in logs] == ["fake@cpu.log"] or logs and all(p.name.startswith("fake@") for p in logs)
+    text = "".join(p.read_text() for p in logs)
+    assert text.count("=== cell ") == 2  # each cell's output is found by its id
+    lines = proc.stdout.splitlines()
+    verdict = next(i for i, line in enumerate(lines) if "verdict" in line)
+    paths = [i for i, line in enumerate(lines) if "summary: " in line or "report: " in line]
+    assert paths and verdict < min(paths), proc.stdout  # the answer first, then where the files are
+
+
+def test_runner_verbose_is_a_config_option():
+    from runner_support import compose_cfg
+
+    assert compose_cfg().runner.verbose is False
+
+
+def test_a_real_frameworks_chatter_goes_to_the_file_not_stderr(tmp_path):
+    pytest.importorskip("keras")
+    log = tmp_path / "actor.log"
+    script = textwrap.dedent(f"""
+        import os, sys, warnings
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+        from runner.console import redirect_process_output
+        redirect_process_output({str(log)!r})
+        from frameworks.base import ParitySettings, get_adapter
+        get_adapter("keras", ParitySettings.from_config({{}}), "cpu")
+        import tensorflow as tf
+        tf.get_logger().warning("a tf python warning")
+        os.write(2, b"E0000 a C++ error line\\n")
+        warnings.warn("a python warning")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, env=cli_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr == "" and proc.stdout == ""
+    text = log.read_text()
+    assert "a tf python warning" in text and "E0000 a C++ error line" in text and "a python warning" in text
+
+
+def test_analysis_prints_the_verdict_table_then_the_paths(tmp_path):
+    make_sweep(tmp_path / "sweep", frameworks=("keras", "pytorch"), seeds=range(3))
+    proc = subprocess.run([sys.executable, "-m", "analysis", str(tmp_path / "sweep")], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for words in ("question", "A vs B", "estimate [95 % CI]", "verdict", "Trains faster", "More accurate",
+                  "keras vs pytorch"):
+        assert words in out, out
+    assert out.index("Trains faster") < out.index("summary: ") < out.index("report: ")
