@@ -81,3 +81,37 @@ def test_analysis_prints_the_verdict_table_then_the_paths(tmp_path):
                   "keras vs pytorch"):
         assert words in out, out
     assert out.index("Trains faster") < out.index("summary: ") < out.index("report: ")
+
+
+def test_the_actor_body_measures_a_cold_start_once_and_writes_its_output_to_its_log(tmp_path):
+    """``CellWorker`` without Ray (its placement probe stubbed): the first thing it does is the cold
+    start; the first cell reports it, the next one null + why; its prints land in its log file."""
+    log = tmp_path / "logs" / "fake@cpu.log"
+    script = textwrap.dedent(f"""
+        import json, sys
+        from runner_support import compose_cfg
+        from omegaconf import OmegaConf
+        import runner.actors as actors
+        actors._where = lambda: {{"node_id": "n", "host": "h", "pid": 1, "gpu_ids": [], "cuda_visible_devices": None}}
+        cfg = OmegaConf.to_container(compose_cfg(), resolve=True)
+        cell = {{k: cfg[k] for k in ("data", "model", "framework", "parity", "train", "seed")}}
+        cell["device"] = "cpu"
+        worker = actors.CellWorker("fake", "cpu", {{"parity": cfg["parity"], "device": "cpu"}}, {str(log)!r})
+        print("hello from the actor")
+        first = worker.run(cell, "s", {{}})
+        second = worker.run(dict(cell, seed=1), "s", {{}})
+        out = [r["tables"]["runs"][0] for r in (first, second)]
+        open({str(tmp_path / "result.json")!r}, "w").write(json.dumps([[r["import_seconds"], r["import_note"]] for r in out]))
+    """)
+    env = cli_env(PYTHONPATH=str(PROJECT_ROOT / "tests"))
+    proc = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, log.read_text()[-3000:] if log.exists() else proc.stderr[-3000:]
+    import json
+
+    (first_s, first_note), (second_s, second_note) = json.loads((tmp_path / "result.json").read_text())
+    assert first_s is not None and first_s >= 0 and first_note.startswith("cold start: measured in a fresh actor")
+    assert second_s is None and second_note.startswith("not measured: adapter reused")
+    text = log.read_text()
+    assert "hello from the actor" in text and text.count("=== cell ") == 2
+    assert proc.stderr == "" and proc.stdout == ""  # fd 1 and 2 both go to the log
