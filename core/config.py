@@ -279,6 +279,7 @@ class RunnerConfig:
     start_attempts: int = 3  # local Ray: start-up tries
     start_timeout_s: float = 180.0  # local Ray: one start-up try
     debug: bool = False  # tracebacks of sweep failures
+    verbose: bool = False  # false: framework/Ray output to <out>/logs/ (runner.console); true: all on the console
 
     def __post_init__(self) -> None:
         if not _filled(self):
