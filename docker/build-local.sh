@@ -24,7 +24,7 @@
 #    it gets no stand-in (its CUDA/cuDNN is the point; its builder downloads Python from GitHub).
 #
 # Needs root (chroot builds, the containers store), buildah, podman, runc, debootstrap, python3
-# with pip (to fetch the uv wheel), and ~30 GB free disk (KVP_MIN_FREE_GB). Exit status: 0 =
+# with pip (to fetch the uv wheel), and ~40 GB free disk (KVP_MIN_FREE_GB). Exit status: 0 =
 # built (and ran and checked), non-zero with one `error: ...` line otherwise. Timings go to
 # stdout as `timing: ...` lines.
 set -euo pipefail
@@ -63,8 +63,9 @@ for tool in buildah podman runc debootstrap python3; do
         || die "'$tool' not found; install: apt-get install -y buildah podman runc debootstrap python3-pip"
 done
 
-# A build of a changed lock writes ~25 GB before the previous build's layers can be pruned.
-MIN_FREE_GB="${KVP_MIN_FREE_GB:-30}"
+# A build of a changed lock writes ~35 GB (new layers + buildah's temporary copies in /var/tmp)
+# before the previous build cache can be pruned.
+MIN_FREE_GB="${KVP_MIN_FREE_GB:-40}"
 mkdir -p /var/lib/containers
 FREE_GB="$(df --output=avail -BG /var/lib/containers | tail -n1 | tr -dc 0-9)"
 [ "$FREE_GB" -ge "$MIN_FREE_GB" ] || die "only ${FREE_GB} GB free under /var/lib/containers, the build needs ~${MIN_FREE_GB} GB \
@@ -174,6 +175,12 @@ VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/pyproject.toml" | head -n
 GIT_SHA="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
 if [ "$GIT_SHA" != unknown ] && [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
     GIT_SHA="$GIT_SHA-dirty"
+fi
+# The previous image goes first (its ~9 GB /app layer is rebuilt whenever anything the image copies
+# changed; the builder stage stays tagged as the cache): it keeps the build's peak disk use lower.
+if podman image exists "$TAG"; then
+    podman rmi "$TAG" >/dev/null && podman image prune -f >/dev/null \
+        || echo "warning: could not remove the previous $TAG before building"
 fi
 t_build="$(now)"
 echo "building $TAG (target $TARGET) from docker/Dockerfile"

@@ -488,7 +488,7 @@ def test_cpu_image_builds_and_runs_the_runner(tmp_path):
     """docker/build-local.sh: the unmodified Dockerfile's cpu target built with buildah (stand-in
     base images where no registry is reachable), then `python -m runner data=synthetic train=tiny`
     run in it by UID 1000; its runs.parquet lands in the mounted host folder. Run it with
-    `uv run pytest -m container` (root, Debian; ~25 GB disk; cold: tens of minutes)."""
+    `uv run pytest -m container` (root, Debian; ~40 GB free disk; 19-38 min measured)."""
     if os.geteuid() != 0:
         pytest.skip("needs root: buildah chroot builds and the root containers store")
     missing = [tool for tool in BUILD_LOCAL_TOOLS if shutil.which(tool) is None]
