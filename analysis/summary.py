@@ -371,6 +371,11 @@ def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.D
         within_values[name] = cell["within_var"].to_numpy(dtype=float)
     metric_names = [m for m in METRICS if m in metric_names]  # table order
 
+    # Speed pairs only within one accelerator type (an H100 cell is not paired with an A100 one):
+    # -1 unknown (CPU, untyped or old results), else the type's code; see _mask_mixed_types.
+    acc = (pd.factorize(runs["accelerator_type"])[0].astype(float) if "accelerator_type" in runs.columns
+           else np.full(len(runs), -1.0))
+
     # Cells repeated for one (condition, framework, seed) — e.g. two sweeps of the same grid — are
     # averaged so pairing by seed stays one-to-one; the report says so at the top.
     key = pd.DataFrame({"c": cond_codes, "f": fw_codes, "s": seeds})
@@ -383,6 +388,8 @@ def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.D
                      f"their values are averaged so that each seed counts once: " + "; ".join(listed[:5])
                      + (f"; … {len(listed) - 5} more" if len(listed) > 5 else ""))
         frame = pd.DataFrame({**metric_values, **{f"_w_{m}": w for m, w in within_values.items()}})
+        acc_groups = pd.Series(acc).groupby([cond_codes, fw_codes, seeds])
+        acc = np.where(acc_groups.min() == acc_groups.max(), acc_groups.min(), -2.0)  # -2: mixed types
         values = frame.groupby([cond_codes, fw_codes, seeds]).mean()
         idx = values.index.to_frame(index=False).to_numpy()
         cond_codes, fw_codes, seeds = idx[:, 0].astype(np.int64), idx[:, 1].astype(np.int64), idx[:, 2].astype(np.int64)
@@ -401,6 +408,9 @@ def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.D
     present = np.zeros((pair_ids.size, n_fw), dtype=bool)
     present[pair_row, fw_codes] = True
     notes += _pairing_warnings(present, pair_cond, pair_seed, frameworks, conditions)
+    wide_acc = np.full((pair_ids.size, n_fw), -1.0)
+    wide_acc[pair_row, fw_codes] = acc
+    mixed_pairs = 0
 
     parts: list[pd.DataFrame] = []
     for name in metric_names:
@@ -414,8 +424,18 @@ def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.D
             wide_w = np.full((pair_ids.size, n_fw), np.nan)
             wide_w[pair_row, fw_codes] = within_values[name]
         for i, j in itertools.combinations(range(n_fw), 2):
-            parts += _pair_rows(info, frameworks[i], frameworks[j], wide[:, i], wide[:, j], pair_cond, options,
+            a, b = wide[:, i], wide[:, j]
+            if info.kind in ("time", "throughput"):  # speed: only pairs measured on one accelerator type
+                mixed = (wide_acc[:, i] != wide_acc[:, j]) & np.isfinite(a) & np.isfinite(b)
+                if mixed.any():
+                    mixed_pairs = max(mixed_pairs, int(mixed.sum()))
+                    a, b = np.where(mixed, np.nan, a), np.where(mixed, np.nan, b)
+            parts += _pair_rows(info, frameworks[i], frameworks[j], a, b, pair_cond, options,
                                 None if wide_w is None else wide_w[:, i], None if wide_w is None else wide_w[:, j])
+    if mixed_pairs:
+        notes.append(f"{WARNING_PREFIX}{mixed_pairs} seed pair(s) ran on different accelerator types "
+                     "(accelerator_type); speed comparisons pair only cells of one type, so they are left out "
+                     "of the speed rows (quality rows keep them)")
 
     family_of_condition = (pd.factorize(conditions[family_by])[0] if family_by is not None
                            else np.zeros(len(conditions), dtype=np.int64))

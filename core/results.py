@@ -45,8 +45,11 @@ _IDENTITY = [
     ("device_kind", pa.string()),  # cpu | gpu
     ("device_name", pa.string()),
     ("gpu_index", pa.int64()),  # Ray-assigned GPU id (null on CPU)
+    ("gpu_uuid", pa.string()),  # nvidia-smi's UUID of that GPU (null on CPU, and where unknown: fake GPUs)
+    ("accelerator_type", pa.string()),  # Ray's accelerator_type:<T> of the node (e.g. H100; null on CPU/untyped)
     ("host", pa.string()),
-    ("node_id", pa.string()),
+    ("node_id", pa.string()),  # Ray node id
+    ("node_ip", pa.string()),
     ("precision_policy", pa.string()),  # fp32 | tf32 | mixed_bf16
     ("execution_mode", pa.string()),  # default | compiled (frameworks.base: what each runs as)
     ("pipeline", pa.string()),  # device | native (where batches are made)

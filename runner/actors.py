@@ -3,18 +3,23 @@
 ``CellWorker`` is the body of an actor: it runs cells of one framework on one slot, keeping
 adapters warm, so imports and compilation are paid once per actor. Its environment
 (``KERAS_BACKEND``, TF memory growth, JAX no-preallocation, thread counts) is set through
-``runtime_env`` before any import (``actor_env``). The actors of one slot share the slot's
-resources (each asks ``1/F`` of its GPU or CPUs).
+``runtime_env`` before any import (``actor_env``). The actors of one slot live in the slot's
+placement-group bundle (``runner.slots``) and share it (each asks ``1/F`` of its GPU and CPUs), so
+both frameworks of a GPU slot run on the same physical GPU by construction.
 
-``ActorPool`` starts them, records where each really runs (following Ray if it packed one onto
-another GPU), re-probes one that Ray is restarting after a death, and stops them.
+``ActorPool`` reserves the bundles, starts the actors in them, records where each runs (node, IP,
+GPU id and UUID, the code version it imported), re-probes one that Ray is restarting after a death,
+adds the slots of a node that joined mid-sweep, retires the slots of a node that was lost, and
+stops them all.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -101,8 +106,32 @@ def _cell_words(cell: Mapping[str, Any]) -> str:
         return ""
 
 
+@functools.lru_cache(maxsize=None)
+def _gpu_uuids() -> dict[str, str]:
+    """``nvidia-smi``'s GPU index → UUID on this node; empty without ``nvidia-smi`` (fake GPUs, CPU nodes)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,uuid", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    pairs = (line.split(",", 1) for line in out.splitlines() if "," in line)
+    return {i.strip(): u.strip() for i, u in pairs}
+
+
+def gpu_uuid(cuda_visible_devices: str | None) -> str | None:
+    """The UUID of the (first) GPU this process sees, or ``None`` where it cannot be known without error."""
+    first = (cuda_visible_devices or "").split(",")[0].strip()
+    if not first:
+        return None
+    if first.startswith(("GPU-", "MIG-")):
+        return first
+    return _gpu_uuids().get(first)
+
+
 def _where() -> dict[str, Any]:
+    """Where this actor runs and what code it imported (read in the actor, not on the driver)."""
     import ray
+    from runner import provenance
 
     gpu_ids = []
     for g in ray.get_gpu_ids():
@@ -110,8 +139,35 @@ def _where() -> dict[str, Any]:
             gpu_ids.append(int(g))
         except (TypeError, ValueError):
             pass
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        node_ip = ray.util.get_node_ip_address()
+    except Exception:  # pragma: no cover - provenance never crashes a cell
+        node_ip = None
     return {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid(),
-            "gpu_ids": gpu_ids, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+            "node_ip": node_ip, "gpu_ids": gpu_ids, "cuda_visible_devices": visible,
+            "gpu_uuid": gpu_uuid(visible) if gpu_ids else None, "git_sha": provenance.git_sha()}
+
+
+def data_problems(data_cfgs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What stops this node from preparing the sweep's data: a missing ``data.path``, an unwritable
+    ``data.cache_dir`` (each node decodes and caches its own copy; nothing is shipped from the driver)."""
+    problems = []
+    for cfg in data_cfgs:
+        name = cfg.get("name")
+        path = cfg.get("path")
+        if isinstance(path, str) and path and not os.path.exists(path):
+            problems.append(f"data {name}: data.path {path} does not exist")
+        cache = cfg.get("cache_dir")
+        if isinstance(cache, str) and cache:
+            try:
+                os.makedirs(cache, exist_ok=True)
+                ok = os.access(cache, os.W_OK | os.X_OK)
+            except OSError as exc:
+                ok, cache = False, f"{cache} ({exc.strerror})"
+            if not ok:
+                problems.append(f"data {name}: data.cache_dir {cache} is not writable")
+    return sorted(set(problems))
 
 
 class CellWorker:
@@ -136,10 +192,10 @@ class CellWorker:
             _measure_cold_start(framework, cold_start, self.adapter_cache)
         import runner.cell  # noqa: F401  (its metrics stack loads while the actor starts, not in a cell's time)
 
-    def where(self) -> dict[str, Any]:
+    def where(self, data_cfgs: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
         from runner import crashes
 
-        return dict(_where(), crashes=crashes.collect_crashes(self.crash_dump))
+        return dict(_where(), crashes=crashes.collect_crashes(self.crash_dump), data_problems=data_problems(data_cfgs))
 
     def read_log(self) -> str:
         """This actor's log file (for a driver on another node)."""
@@ -154,8 +210,10 @@ class CellWorker:
         here = _where()
         if self.log_file:
             print(f"=== cell {_cell_words(cell)} ===", flush=True)
-        ctx = dict(context, node_id=here["node_id"], host=here["host"],
-                   gpu_index=here["gpu_ids"][0] if here["gpu_ids"] else None)
+        # The code version is the one this actor imported (its node's image/checkout), not the driver's.
+        ctx = dict(context, node_id=here["node_id"], host=here["host"], node_ip=here["node_ip"],
+                   gpu_index=here["gpu_ids"][0] if here["gpu_ids"] else None, gpu_uuid=here["gpu_uuid"],
+                   git_sha=here["git_sha"])
         t0 = time.time()
         result = run_cell(cell, sweep_id=sweep_id, context=ctx, adapter_cache=self.adapter_cache)
         return {"cell_id": result.cell_id, "status": result.status, "error": result.error,
@@ -194,7 +252,7 @@ class ActorRecord:
 
 
 class ActorPool:
-    """Starts one actor per (slot, framework), tracks where each runs, re-probes restarting ones."""
+    """Reserves one bundle per slot, starts one actor per (slot, framework) in it, tracks them."""
 
     def __init__(self, ray, slots: Sequence[Slot], runner_cfg: Mapping[str, Any], log_dir: Path | None = None) -> None:
         self.ray = ray
@@ -202,48 +260,87 @@ class ActorPool:
         self.slots = list(slots)
         self.runner_cfg = runner_cfg
         self.actors: list[ActorRecord] = []
+        self.groups: dict[str, Any] = {}  # slot key → its placement group
+        self.lost: dict[str, str] = {}  # node id → why its slots were retired
         self.probes: dict[Any, ActorRecord] = {}  # ObjectRef of where() → actor
         self.reprobe: dict[ActorRecord, float] = {}  # restarting actor → when to ask again
+        self._cells: Sequence[Mapping[str, Any]] = ()
+        self._parity: Mapping[str, Any] = {}
+        self._data: list[dict[str, Any]] = []  # the distinct data configs, checked on every node
 
     def start(self, cells: Sequence[Mapping[str, Any]], parity_cfg: Mapping[str, Any]) -> None:
-        """One actor per framework per slot that has a cell for it; waits until all are placed."""
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        """A bundle per slot that has a cell, one actor per framework in it; waits until all are placed."""
+        self._cells, self._parity = cells, parity_cfg
+        for cell in cells:
+            if cell["data"] not in self._data:
+                self._data.append(cell["data"])
+        slots, self.slots = self.slots, []
+        new = self._reserve(slots)
+        self._wait_placed(new)
+
+    def add_slots(self, slots: Sequence[Slot]) -> list[Slot]:
+        """Slots of nodes that joined mid-sweep: reserved and started without waiting; usable once placed."""
+        known = {s.key for s in self.slots}
+        fresh = [s for s in slots if s.key not in known and s.node_id not in self.lost]
+        fresh = [s for s in fresh if any(s.accepts(c["device"]) for c in self._cells)]
+        for actor in self._reserve(fresh):
+            self.probe(actor)
+        if fresh:
+            log.info("node joined: new slot(s) %s", ", ".join(s.label for s in fresh))
+        return fresh
+
+    def _reserve(self, slots: Sequence[Slot]) -> list[ActorRecord]:
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         remote_cls = self.ray.remote(CellWorker)
-        framework_cfgs = {c["framework"]["name"]: c["framework"] for c in cells}
-        # Slot-major creation order: with fractional GPU requests, Ray fills one GPU before the next,
-        # so each GPU ends up with one actor per framework (checked below against where()).
-        for slot in self.slots:
-            names = sorted({c["framework"]["name"] for c in cells if slot.accepts(c["device"])})
+        framework_cfgs = {c["framework"]["name"]: c["framework"] for c in self._cells}
+        new: list[ActorRecord] = []
+        for slot in slots:
+            names = sorted({c["framework"]["name"] for c in self._cells if slot.accepts(c["device"])})
             if not names:
                 continue
+            # One bundle per slot, pinned to its node (a hard label constraint, not a hint): Ray picks
+            # the bundle's GPU when it reserves it, and every actor of the slot shares that GPU.
+            pg = placement_group([slot.bundle()], strategy="STRICT_PACK",
+                                 bundle_label_selector=[{"ray.io/node-id": slot.node_id}])
+            self.groups[slot.key] = pg
+            self.slots.append(slot)
             share = math.floor(1e4 / len(names)) / 1e4  # Ray's resource granularity is 1e-4
             for name in names:
                 options: dict[str, Any] = {
                     "max_restarts": int(self.runner_cfg.get("max_actor_restarts", 10)), "max_task_retries": 0,
-                    "runtime_env": {"env_vars": actor_env(framework_cfgs[name], parity_cfg, slot.kind)},
-                    "scheduling_strategy": NodeAffinitySchedulingStrategy(slot.node_id, soft=False),
+                    "runtime_env": {"env_vars": actor_env(framework_cfgs[name], self._parity, slot.kind)},
+                    "scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0),
+                    "num_gpus": share if slot.kind == "gpu" else 0,
+                    "num_cpus": math.floor(slot.cpus * share * 1e4) / 1e4,
                 }
-                if slot.kind == "gpu":
-                    options.update(num_gpus=share, num_cpus=0)
-                else:
-                    options.update(num_gpus=0, num_cpus=math.floor(slot.cpus * share * 1e4) / 1e4)
-                cold = {"parity": parity_cfg, "device": "gpu" if slot.kind == "gpu" else "cpu"}
+                cold = {"parity": self._parity, "device": "gpu" if slot.kind == "gpu" else "cpu"}
                 log_file = str(self.log_dir / log_name(f"{name}@{slot.label}")) if self.log_dir else None
                 handle = remote_cls.options(**options).remote(name, slot.key, cold, log_file)
-                self.actors.append(ActorRecord(handle, name, slot))
-        self._wait_placed()
+                record = ActorRecord(handle, name, slot)
+                self.actors.append(record)
+                new.append(record)
+        return new
 
-    def _wait_placed(self) -> None:
+    def _wait_placed(self, actors: Sequence[ActorRecord]) -> None:
         timeout = float(self.runner_cfg.get("actor_start_timeout_s", 600))
-        refs = {a.handle.where.remote(): a for a in self.actors}
+        refs = {a.handle.where.remote(self._data): a for a in actors}
         ready, pending = self.ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
         if pending:
-            stuck = ", ".join(refs[r].label for r in pending)
+            stuck = ", ".join(f"{refs[r].label} (bundle {refs[r].slot.bundle()})" for r in pending)
             raise SweepError(f"actors not placed within {timeout:.0f}s: {stuck} (cluster resources: "
                              f"{self.ray.available_resources()}); raise runner.actor_start_timeout_s or free resources")
         for ref in ready:
             self.placed(refs[ref], ref)
+        unreachable = {a.slot.node_id: a for a in self.actors if a.where.get("data_problems")}
+        if unreachable:
+            raise SweepError("the data is not reachable on every node (each node prepares it from its own "
+                             "data.path and data.cache_dir): " + "; ".join(
+                                 f"node {a.where.get('host')} ({a.where.get('node_ip')}, id {node[:12]}): "
+                                 + ", ".join(a.where["data_problems"]) for node, a in unreachable.items())
+                             + " — put the data at that path on every node (or in the image), or set data.path / "
+                             "KVP_CACHE_DIR to paths that exist everywhere")
         alive = [a for a in self.actors if a.state == "ready"]
         if not alive:
             raise SweepError("no actor could start: " + "; ".join(a.where.get("error", "?") for a in self.actors))
@@ -252,7 +349,9 @@ class ActorPool:
                                                     if a.slot.kind == "gpu" else "") + ")" for a in alive))
 
     def placed(self, actor: ActorRecord, ref) -> None:
-        """Record where an actor runs (after start or restart); follow it if Ray put it on another GPU."""
+        """Record where an actor runs (after start or restart)."""
+        if actor.state == "dead":  # its node was lost meanwhile
+            return
         try:
             actor.where = self.ray.get(ref)
         except self.ray.exceptions.ActorUnavailableError as exc:
@@ -261,20 +360,23 @@ class ActorPool:
                 actor.state = "probing"
                 self.reprobe[actor] = time.time() + 0.5
                 return
-            actor.state = "dead"
-            actor.where = {"error": f"{actor.label}: {one_line(exc, 500)}"}
-            log.error("actor %s did not come back: %s", actor.label, one_line(exc, 500))
+            self._dead(actor, f"{actor.label} did not come back: {one_line(exc, 100_000)}")
             return
         except self.ray.exceptions.RayError as exc:
-            actor.state = "dead"
-            actor.where = {"error": f"{actor.label}: {one_line(exc, 500)}"}
-            log.error("actor %s is gone: %s", actor.label, one_line(exc, 500))
+            self._dead(actor, f"{actor.label} is gone: {one_line(exc, 100_000)}")
             return
         actor.probe_failures = 0
         actor.state = "ready"
         self._record_crashes(actor, actor.where.pop("crashes", None) or [])
-        if actor.slot.kind == "gpu":
-            self._follow_gpu(actor)
+        if actor.where.get("data_problems"):  # at start the sweep stops on it (_wait_placed); later: skip the node
+            log.error("actor %s not used: the data is not reachable on its node: %s", actor.label,
+                      ", ".join(actor.where["data_problems"]))
+            actor.state = "unusable"
+            return
+        if actor.where.get("node_id") != actor.slot.node_id:  # the bundle's label pins the node: a Ray bug
+            log.warning("actor %s runs on node %s, not its slot's node; not used", actor.label,
+                        actor.where.get("node_id"))
+            actor.state = "unusable"
 
     def _record_crashes(self, actor: ActorRecord, crashes: list[dict[str, Any]]) -> None:
         """A restarted actor's report of its predecessors' native crashes: the dump to the sweep log
@@ -288,23 +390,44 @@ class ActorPool:
                         crash.get("pid"), crash.get("signal") or "a fatal signal")
         actor.pending_causes.clear()  # no dump for the rest: kill -9 / OOM (signal unknown)
 
-    def _follow_gpu(self, actor: ActorRecord) -> None:
-        gpu_ids = actor.where.get("gpu_ids") or []
-        slot = next((s for s in self.slots if s.node_id == actor.where["node_id"] and s.kind == "gpu"
-                     and gpu_ids and s.index == gpu_ids[0]), None)
-        if slot is None:
-            log.warning("actor %s reports GPU %s on node %s, which is no known slot; not used",
-                        actor.label, gpu_ids, actor.where.get("node_id"))
-            actor.state = "unusable"
+    def _dead(self, actor: ActorRecord, why: str) -> None:
+        actor.state = "dead"
+        actor.where = dict(actor.where, error=why)
+        log.error("actor %s", why)
+
+    def node_lost(self, node_id: str, why: str) -> list[ActorRecord]:
+        """Retire the slots of a node that left the cluster; returns its actors (now dead)."""
+        self.lost[node_id] = why
+        gone = [a for a in self.actors if a.slot.node_id == node_id and a.state != "dead"]
+        for actor in gone:
+            actor.state = "dead"
+            actor.where = dict(actor.where, error=why)
+            self.reprobe.pop(actor, None)
+            try:
+                self.ray.kill(actor.handle, no_restart=True)
+            except Exception:
+                pass
+        for slot in [s for s in self.slots if s.node_id == node_id]:
+            self._remove_group(slot.key)
+        return gone
+
+    def _remove_group(self, key: str) -> None:
+        pg = self.groups.pop(key, None)
+        if pg is None:
             return
-        if slot.key != actor.slot.key:  # Ray packed it elsewhere: follow the GPU it really holds
-            log.warning("actor %s runs on %s (GPU %s)", actor.label, slot.label, gpu_ids)
-            actor.slot = slot
+        try:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(pg)
+        except Exception:  # the cluster is going away too, or the group already is
+            pass
 
     def probe(self, actor: ActorRecord) -> None:
         """Ask a (possibly restarting) actor where it runs; no cell goes to it until it answers."""
+        if actor.state == "dead":
+            return
         actor.state = "probing"
-        self.probes[actor.handle.where.remote()] = actor
+        self.probes[actor.handle.where.remote(self._data)] = actor
 
     def submit_due_probes(self) -> None:
         now = time.time()
@@ -314,7 +437,7 @@ class ActorPool:
                 self.probe(actor)
 
     def stop(self, kill: bool) -> None:
-        """Stop the actors and what they run (on a shared cluster they must not outlive the sweep).
+        """Stop the actors and release their bundles (on a shared cluster they must not outlive the sweep).
 
         A local Ray that this sweep started is shut down whole instead (``kill=False``).
         """
@@ -324,3 +447,5 @@ class ActorPool:
                     self.ray.kill(actor.handle, no_restart=True)
                 except Exception:
                     pass
+            for key in list(self.groups):
+                self._remove_group(key)

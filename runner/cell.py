@@ -63,7 +63,8 @@ from runner.metrics import classification_metrics
 log = logging.getLogger("runner.cell")  # not "__main__" under python -m
 
 #: ``runs`` columns the caller (the Ray runner) may fill through ``context``.
-CONTEXT_COLUMNS = ("host", "node_id", "gpu_index", "attempt", "concurrency", "git_sha")
+CONTEXT_COLUMNS = ("host", "node_id", "node_ip", "gpu_index", "gpu_uuid", "accelerator_type", "attempt", "concurrency",
+                   "git_sha")
 
 class CellSkipped(Exception):
     """A combination the framework cannot honour (``frameworks.knobs.unsupported``): not run, not a failure."""

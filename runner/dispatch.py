@@ -6,6 +6,18 @@ The driver holds a per-slot lock, so one timing cell runs per device at a time. 
 back to the driver, which writes it at once as an atomic fragment (no shared filesystem needed). A
 dead actor (kill -9, OOM) is restarted by Ray and its cell retried up to ``runner.max_retries``
 times; a cell that raised outside ``run_cell``'s own guard is recorded as failed, not retried.
+
+**Pairs on one device.** The cells of one condition (``runner.grid.condition_key``: everything but
+the framework) are the pair the analysis compares. The first of them to start pins the condition
+to its slot; the others run on that slot too (the same physical GPU: node + bundle), waiting for it
+if busy. If that slot is lost (its node left), the rest go to a slot of the same accelerator type;
+if there is none, to any slot that accepts them, and the condition's finished cells are re-run
+there so the pair still shares one accelerator type (``accelerator_type`` in the rows).
+
+**Nodes come and go.** Every ``REDISCOVER_S`` seconds the driver reads ``ray.nodes()`` again: the
+slots of a node that joined are reserved and used once their actors answer; a node that died is
+retired (its actors killed, its bundles released), its running cells retried elsewhere with the
+reason, and queued cells that nothing can run any more get a failed row saying why.
 """
 from __future__ import annotations
 
@@ -23,9 +35,12 @@ from runner import results
 from runner.actors import ActorPool, ActorRecord
 from runner.outcome import cell_label
 from runner.progress import ProgressState, progress_view
-from runner.slots import Slot
+from runner.slots import Slot, discover_slots
 
 log = logging.getLogger("runner.sweep")
+
+#: Seconds between two reads of the cluster's nodes (joined nodes get slots, lost ones are retired).
+REDISCOVER_S = 5.0
 
 
 @dataclass
@@ -55,19 +70,26 @@ class Dispatcher:
 
         self.ray = pool.ray
         self.pool = pool
-        self.slots = pool.slots
         self.runner_cfg = runner_cfg
         self.sweep_id = sweep_id
         self.out_dir = out_dir
         self.git_sha = git_sha
         self.queue = [_Queued(c, cell_id(c)) for c in cells]
+        self.condition = {q.cell_id: gridlib.condition_key(q.cell) for q in self.queue}
+        self.pinned: dict[str, Slot] = {}  # condition → the slot its cells run on
+        self.done: dict[str, list[tuple[_Queued, Slot]]] = {}  # condition → its finished cells and their slot
+        self.next_discovery = time.time() + REDISCOVER_S
         self.held: dict[str, str] = {}  # lock → slot key holding it
         self.running: dict[Any, _Running] = {}  # ObjectRef → what runs
         self.finished: list[str] = []
         self.max_retries = int(runner_cfg["max_retries"])
         self.first_dispatch: float | None = None
         self.last_result: float | None = None
-        self.state = ProgressState(total=len(self.queue), slots=len(self.slots))
+        self.state = ProgressState(total=len(self.queue), slots=len(pool.slots))
+
+    @property
+    def slots(self) -> list[Slot]:
+        return self.pool.slots
 
     @property
     def dispatch_seconds(self) -> float:
@@ -92,6 +114,8 @@ class Dispatcher:
                     if not self.running or stop.grace_over(stopped_at, grace):
                         self._abandon_in_flight(stop)
                         break
+                if time.time() >= self.next_discovery:
+                    self._rediscover()
                 pool.submit_due_probes()
                 self._dispatch()
                 waitable = list(self.running) + list(pool.probes)
@@ -133,13 +157,44 @@ class Dispatcher:
                         cell_label(run.item.cell), run.actor.label, run.item.attempt)
         self.running.clear()
 
+    # ---- nodes joining and leaving ---------------------------------------------------------------
+    def _rediscover(self) -> None:
+        """Retire the slots of lost nodes; reserve slots on nodes that joined (used once placed)."""
+        self.next_discovery = time.time() + REDISCOVER_S
+        try:
+            nodes = self.ray.nodes()
+        except Exception as exc:  # the head is busy or going: try again next round
+            log.warning("could not list the cluster's nodes: %s", one_line(exc))
+            return
+        alive = {n["NodeID"] for n in nodes if n.get("Alive", True)}
+        for node_id in sorted({s.node_id for s in self.slots} - alive - set(self.pool.lost)):
+            info = next((n for n in nodes if n["NodeID"] == node_id), {})
+            slot = next(s for s in self.slots if s.node_id == node_id)
+            why = (f"node {slot.host} ({info.get('NodeManagerAddress') or slot.node_ip}, id {node_id[:12]}) was lost"
+                   + (f": {_squash(info['DeathReasonMessage'])}" if info.get("DeathReasonMessage") else ""))
+            log.error("%s; its running cells are retried elsewhere", why)
+            self.pool.node_lost(node_id, why)
+        added = self.pool.add_slots(discover_slots(nodes, concurrency=int(self.runner_cfg["concurrency"]),
+                                                   cpus_per_actor=self.runner_cfg.get("cpus_per_actor")))
+        if added:
+            self.state.slots = len(self.slots)
+
     # ---- dispatch ----------------------------------------------------------------------------
     def _idle(self, slot: Slot) -> bool:
         return not any(lock in self.held for lock in slot.locks)
 
     def _candidates(self, item: _Queued) -> list[ActorRecord]:
+        """The actors that may run ``item``: on its condition's slot if pinned (see the module doc)."""
         fw, device = item.cell["framework"]["name"], item.cell["device"]
-        return [a for a in self.pool.actors if a.usable and a.framework == fw and a.slot.accepts(device)]
+        able = [a for a in self.pool.actors if a.usable and a.framework == fw and a.slot.accepts(device)]
+        pin = self.pinned.get(self.condition[item.cell_id])
+        if pin is None:
+            return able
+        same_slot = [a for a in able if a.slot.key == pin.key]
+        if same_slot:
+            return same_slot  # wait for the pair's slot (even while it restarts its actor)
+        same_type = [a for a in able if (a.slot.kind, a.slot.accelerator_type) == (pin.kind, pin.accelerator_type)]
+        return same_type or able
 
     def _dispatch(self) -> None:
         if self._stopping:
@@ -150,21 +205,45 @@ class Dispatcher:
             candidates = self._candidates(item)
             if not candidates:  # every actor that could run it is gone for good
                 self.queue.remove(item)
+                lost = "; ".join(self.pool.lost.values())
                 self._record_failure(item, None, None, "no live actor for framework "
-                                     f"{item.cell['framework']['name']} on device {item.cell['device']}: "
-                                     + "; ".join(item.errors[-1:]))
+                                     f"{item.cell['framework']['name']} on device {item.cell['device']}"
+                                     + (f" ({lost})" if lost else "") + ": "
+                                     + ("; ".join(item.errors[-1:]) or "never started"))
                 continue
             actor = next((a for a in candidates if a.state == "ready" and self._idle(a.slot)), None)
             if actor is None:
                 continue
             self.queue.remove(item)
+            self._pin(item, actor.slot)
             self._start(item, actor)
+
+    def _pin(self, item: _Queued, slot: Slot) -> None:
+        """Pin ``item``'s condition to ``slot``; finished cells of it on another accelerator type are re-run."""
+        key = self.condition[item.cell_id]
+        old = self.pinned.get(key)
+        self.pinned[key] = slot
+        if old is None or old.key == slot.key:
+            return
+        why = self.pool.lost.get(old.node_id, f"slot {old.label} unavailable")
+        log.warning("condition of %s moves from %s to %s: %s", item.cell_id, old.label, slot.label, why)
+        if (old.kind, old.accelerator_type) == (slot.kind, slot.accelerator_type):
+            return
+        for done, _ in self.done.pop(key, []):  # keep the pair on one accelerator type
+            done.attempt += 1
+            done.errors.append(f"re-run on {slot.label} ({slot.accelerator_type or slot.kind}) to stay paired: "
+                               f"its partner could not run on {old.accelerator_type or old.kind} any more ({why})")
+            log.warning("re-running %s on %s: %s", done.cell_id, slot.label, done.errors[-1])
+            self.finished.remove(done.cell_id)
+            self.state.total += 1
+            self.queue.insert(0, done)
 
     def _start(self, item: _Queued, actor: ActorRecord) -> None:
         slot = actor.slot
         for lock in slot.locks:
             self.held[lock] = slot.key
-        context = {"attempt": item.attempt, "concurrency": slot.concurrency, "git_sha": self.git_sha}
+        context = {"attempt": item.attempt, "concurrency": slot.concurrency,
+                   "accelerator_type": slot.accelerator_type}
         ref = actor.handle.run.remote(item.cell, self.sweep_id, context)
         now = time.time()
         self.first_dispatch = self.first_dispatch or now
@@ -192,7 +271,7 @@ class Dispatcher:
         seconds = self.last_result - run.start
         if isinstance(error, self.ray.exceptions.RayTaskError):  # a bug outside run_cell's own guard: not retried
             cause = error.as_instanceof_cause() if hasattr(error, "as_instanceof_cause") else error
-            self._record_failure(item, run, seconds, one_line(cause, 500), tb=str(error))
+            self._record_failure(item, run, seconds, one_line(cause, 100_000), tb=str(error))
             return
         if error is not None:  # the process died (kill -9, OOM, node lost)
             self._retry_or_fail(item, run, seconds, error)
@@ -204,6 +283,7 @@ class Dispatcher:
             row.update(attempt=item.attempt, concurrency=run.slot.concurrency, retry_causes=_causes_json(item))
         results.write_fragment(self.out_dir, out["cell_id"], tables, metadata={"sweep_id": self.sweep_id})
         self.finished.append(out["cell_id"])
+        self.done.setdefault(self.condition[item.cell_id], []).append((item, run.slot))
         if out["status"] == "ok":
             self.state.done_ok += 1
         else:
@@ -213,7 +293,9 @@ class Dispatcher:
                  f" — {out['error']}" if out.get("error") else "")
 
     def _retry_or_fail(self, item: _Queued, run: _Running, seconds: float, error: BaseException) -> None:
-        message = f"actor {run.actor.label} died during attempt {item.attempt}: {one_line(error, 500)}"
+        lost = self.pool.lost.get(run.slot.node_id)
+        message = (f"actor {run.actor.label} died during attempt {item.attempt}"
+                   + (f" ({lost})" if lost else "") + f": {one_line(error, 100_000)}")
         item.errors.append(message)
         cause = {"attempt": item.attempt, "actor": run.actor.label, "pid": run.actor.where.get("pid"),
                  "signal": None, "error": one_line(error, 300)}
@@ -236,16 +318,23 @@ class Dispatcher:
 
     def _record_failure(self, item: _Queued, run: _Running | None, seconds: float | None, error: str,
                         tb: str | None = None) -> None:
+        where = dict(run.actor.where, accelerator_type=run.slot.accelerator_type) if run else {}
         row = failed_row(item.cell, self.sweep_id, error, tb or "\n".join(item.errors), item.attempt,
                          run.slot.concurrency if run else None, run.start_utc if run else None,
-                         run.actor.where if run else {}, self.git_sha)
+                         where, self.git_sha)
         row["retry_causes"] = _causes_json(item)
         results.write_fragment(self.out_dir, item.cell_id, {"runs": [row]}, metadata={"sweep_id": self.sweep_id})
         self.finished.append(item.cell_id)
         self.state.failed += 1
         if seconds is not None:
             self.state.cell_seconds.append(seconds)
-        log.error("finish %s: failed — %s", cell_label(item.cell), error)
+        log.error("finish %s: failed — %s", cell_label(item.cell), _squash(error, 300))
+
+
+def _squash(text: str, limit: int = 1000) -> str:
+    """``text`` on one line for the console (the row keeps it whole)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _causes_json(item: _Queued) -> str | None:
@@ -255,7 +344,11 @@ def _causes_json(item: _Queued) -> str | None:
 
 def failed_row(cell: Mapping[str, Any], sweep_id: str, error: str, tb: str, attempt: int, concurrency: int | None,
                start: datetime | None, where: Mapping[str, Any], git_sha: str) -> dict[str, Any]:
-    """A ``runs`` row for a cell that produced no row of its own (its actor died, or it never started)."""
+    """A ``runs`` row for a cell that produced no row of its own (its actor died, or it never started).
+
+    ``where``: what the cell's actor reported (node, host, GPU, the code version it imported); a cell
+    that never reached an actor gets the driver's ``git_sha``.
+    """
     from runner.identity import cell_id, config_hash
 
     parity = cell.get("parity", {})
@@ -271,7 +364,9 @@ def failed_row(cell: Mapping[str, Any], sweep_id: str, error: str, tb: str, atte
         "pipeline": (cell["train"].get("pipeline") or {}).get("name"), "deterministic": parity.get("deterministic"),
         "parity_mode": parity.get("mode"), "cpu_threads": parity.get("cpu_threads"),
         "attempt": attempt, "concurrency": concurrency, "host": where.get("host"), "node_id": where.get("node_id"),
-        "gpu_index": gpu_ids[0] if gpu_ids else None, "git_sha": git_sha,
+        "node_ip": where.get("node_ip"), "gpu_index": gpu_ids[0] if gpu_ids else None,
+        "gpu_uuid": where.get("gpu_uuid"), "accelerator_type": where.get("accelerator_type"),
+        "git_sha": where.get("git_sha") or git_sha,
         "start_time": start, "end_time": datetime.now(timezone.utc) if start else None,
         "status": "failed", "error": error, "traceback": tb or None,
     }

@@ -67,8 +67,9 @@ def _gate_outputs(ray, actors, frameworks, check: GateCheck, model_cfg, data_cfg
     for fw, ref in refs.items():
         try:
             outputs[fw] = ray.get(ref)
-        except ray.exceptions.RayError as exc:
-            check.errors[fw] = one_line(exc, 500)
+        except ray.exceptions.RayError as exc:  # the whole cause (the actor's exception), not a cut of it
+            cause = exc.as_instanceof_cause() if hasattr(exc, "as_instanceof_cause") else exc
+            check.errors[fw] = one_line(cause, 100_000)
     return outputs
 
 

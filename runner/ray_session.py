@@ -116,7 +116,7 @@ class RaySession:
         except (KeyboardInterrupt, GridError):
             raise
         except Exception as exc:
-            raise SweepError(f"could not start/join Ray ({address}): {one_line(exc, 500)}") from None
+            raise SweepError(f"could not join Ray ({address}): {one_line(exc, 2000)}{auth_hint(exc)}") from None
 
     def _start_local(self) -> None:
         """A local head in its own process (``ray start --head --block``), then this driver joins it.
@@ -342,6 +342,21 @@ def _cmdline(pid: int) -> str:
             return handle.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def auth_hint(exc: BaseException) -> str:
+    """What to do when joining failed for want of the cluster's token (Ray ≥ 2.5x: ``ray start --head``
+    enables token authentication, and the driver only says it could not connect)."""
+    text = str(exc).lower()
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" and (os.environ.get("RAY_AUTH_TOKEN")
+                                                                    or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        if not any(w in text for w in ("unauthenticated", "token", "auth")):
+            return ""
+    if not any(w in text for w in ("failed to connect", "unauthenticated", "token", "auth", "timed out", "timeout")):
+        return ""
+    return (" — if the cluster uses token authentication (the default of `ray start --head`), set "
+            "RAY_AUTH_MODE=token and the head's token (RAY_AUTH_TOKEN=<token>, or RAY_AUTH_TOKEN_PATH=<file>; "
+            "on the head it is in ~/.ray/auth_token) before running")
 
 
 def environment(ray, slots: Sequence[Slot], devices: Sequence[str]) -> dict[str, Any]:

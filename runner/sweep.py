@@ -12,6 +12,7 @@ The steps, and the module that owns each:
 3. ``runner.actors``: per slot, one long-lived actor per framework, its environment set before
    any import.
 4. ``runner.gate``: the equivalence gate once per (model, data) over the real frameworks.
+   Each slot is a placement-group bundle; every actor checks that its node can read the data.
 5. ``runner.dispatch``: cells leave a queue in a seeded, framework-interleaved order, each result
    is written at once as an atomic fragment, dead actors' cells are retried. ``runner.stopping``:
    SIGINT/SIGTERM/SIGHUP stop it in order, leaving every finished cell on disk (exit 128 + signal).

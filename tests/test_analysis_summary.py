@@ -223,3 +223,16 @@ def test_one_framework_has_framework_rows_and_no_pairs():
 
     summary, _, notes = summarize(_runs({"fake": [1.0, 1.1, 1.2]}, "median_epoch_seconds"), OPTS)
     assert set(summary["row_kind"]) == {"framework"} and not notes
+
+
+def test_speed_pairs_only_within_one_accelerator_type():
+    from analysis.summary import WARNING_PREFIX, summarize
+
+    runs = _runs({"keras": [1.0, 1.1, 1.2, 1.3], "pytorch": [2.0, 2.1, 2.2, 2.3]}, "median_epoch_seconds")
+    runs["accuracy"] = 0.9
+    # seed 3: keras on an H100, pytorch on an A100 — not a speed pair (it stays a quality pair).
+    runs["accelerator_type"] = ["H100", "H100", "A100", "H100", "H100", "H100", "A100", "A100"]
+    summary, _, notes = summarize(runs, OPTS, metrics=["median_epoch_seconds", "accuracy"])
+    assert _pair(summary, "median_epoch_seconds").n == 3 and _pair(summary, "accuracy").n == 4
+    warning = next(n for n in notes if n.startswith(WARNING_PREFIX))
+    assert "1 seed pair(s) ran on different accelerator types" in warning

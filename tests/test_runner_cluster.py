@@ -1,12 +1,22 @@
-"""Multi-node: a head and a second Ray node on this machine, ``runner.address=<head>``; cells run on both.
+"""Multi-node: a head and two typed GPU worker nodes on this machine, ``runner.address=<head>``.
+
+The cluster is what a real one looks like, shrunk: token authentication ON (Ray's default for
+``ray start --head``; every node and the driver get ``RAY_AUTH_MODE=token`` and this test's own
+token in ``RAY_AUTH_TOKEN``), every node on 127.0.0.1 with its own ``--temp-dir``, a head with no
+CPUs or GPUs (it runs no cells), and two workers with two fake GPUs each, typed ``H100`` and
+``A100`` through Ray's ``accelerator_type:<T>`` resource. The sweeps run the numpy fake framework
+and its twin (two "frameworks", so cells form pairs).
 
 The nodes are ``ray start --block`` processes in their own sessions, stopped by SIGTERM to exactly
-those processes (``--block`` makes a node shut its processes down on SIGTERM). ``ray stop`` is not
-used: it stops every Ray process of this user on the machine, including other people's.
+those processes (``--block`` makes a node shut its processes down), then SIGKILL to their process
+group if needed. ``ray stop`` is never used: it stops every Ray process of this user on the
+machine, including other people's.
 """
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -16,12 +26,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from runner_support import FAKE, cli_env, run_cli, runs
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster]  # reason: starts two Ray nodes (~1 min on 2 cores)
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]  # reason: three Ray nodes (minutes on a loaded 2-core machine)
+
+#: Two fake frameworks, so every condition is a pair. Cells last (KVP_FAKE_SLEEP on the nodes: the
+#: grid reads fake_twin's file as it is, so the nodes' environment is where both get their sleep).
+PAIRS = [*FAKE, "grid.framework=[fake,fake_twin]", "grid.device=[gpu]"]
+NODE_ENV = {"KVP_FAKE_SLEEP": "0.3"}
 
 
 def _free_port() -> int:
@@ -30,63 +46,195 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-#: A loopback-only test cluster: no token authentication (Ray 2.5x+ enables it for `ray start --head`,
-#: and then every node and driver needs RAY_AUTH_MODE=token plus the token).
-ENV = {"RAY_AUTH_MODE": "disabled"}
-
-
-def _count_nodes(address: str) -> int:
+def _alive_nodes(address: str, env: dict[str, str]) -> int:
     code = ("import ray; ray.init(address=%r, logging_level='ERROR'); "
             "print(sum(1 for n in ray.nodes() if n['Alive']))" % address)
-    proc = subprocess.run([sys.executable, "-c", code], env=cli_env(**ENV), capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
     return int(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 and proc.stdout.strip() else 0
 
 
-@pytest.fixture
-def two_node_cluster():
-    port = _free_port()
-    temp_dir = tempfile.mkdtemp(prefix="kvpray-", dir="/tmp")  # short: unix socket paths are ≤ 107 bytes
-    address = f"127.0.0.1:{port}"
-    common = ["--num-cpus=1", "--num-gpus=0", "--block", "--disable-usage-stats"]
-    procs = []
+class Cluster:
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        self.temp_dirs: list[str] = []
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.args: dict[str, list[str]] = {}
+        self.logs: dict[str, str] = {}  # node → its `ray start` output (for a failure message)
+        self.restarts: dict[str, int] = {}
 
-    def start(args):
-        procs.append(subprocess.Popen([RAY, "start", *args, *common], env=cli_env(**ENV), start_new_session=True,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    def start(self, name: str, args: list[str]) -> None:
+        temp_dir = tempfile.mkdtemp(prefix=f"kvp{name[:2]}-", dir="/tmp")  # short: unix sockets are ≤ 107 bytes
+        self.temp_dirs.append(temp_dir)
+        self.args[name] = args + ["--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--block",
+                                  "--disable-usage-stats"]
+        self.logs[name] = f"{temp_dir}.log"
+        self._spawn(name)
 
-    try:
-        start(["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-               f"--temp-dir={temp_dir}"])
-        time.sleep(3)
-        start([f"--address={address}", "--node-ip-address=127.0.0.1"])
-        deadline = time.time() + 180
-        while _count_nodes(address) < 2:
-            assert time.time() < deadline, "the two-node cluster did not come up"
-            assert all(p.poll() is None for p in procs), "a ray start process exited"
+    def _spawn(self, name: str) -> None:
+        log = open(self.logs[name], "a")
+        self.procs[name] = subprocess.Popen([RAY, "start", *self.args[name]], env=cli_env(**self.env, **NODE_ENV),
+                                            start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def wait_nodes(self, count: int, timeout: float = 400) -> None:
+        """Until ``count`` nodes are alive. On a loaded machine a raylet can miss Ray's fixed 30 s
+        start-up limit and its ``ray start`` exits: that node is started again (twice at most)."""
+        deadline = time.time() + timeout
+        while _alive_nodes(self.address, cli_env(**self.env)) < count:
+            assert time.time() < deadline, f"the cluster did not reach {count} nodes"
+            for name, proc in list(self.procs.items()):
+                if proc.poll() is not None:
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
+                    tail = Path(self.logs[name]).read_text()[-1500:]
+                    assert self.restarts[name] <= 2, f"ray start {name} exited {self.restarts[name]} times:\n{tail}"
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)  # what the failed start left (GCS on the port)
+                    except ProcessLookupError:
+                        pass
+                    time.sleep(1)
+                    self._spawn(name)
             time.sleep(2)
-        yield address
-    finally:
-        for p in reversed(procs):  # worker first, then head
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+
+    def kill(self, name: str) -> None:
+        """The node dies at once (its raylet and workers, SIGKILL): a lost machine."""
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: that node's processes only
+        proc.wait()
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):  # workers first, then the head
+            proc = self.procs.pop(name)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
                 try:
-                    p.wait(timeout=60)
+                    proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)  # our own session: the node's processes only
-                    p.wait()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+                    pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever of that node outlived its `ray start`
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        for d in self.temp_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        for log in self.logs.values():
+            Path(log).unlink(missing_ok=True)
 
 
-def test_cells_run_on_both_nodes(two_node_cluster, tmp_path):
-    proc = run_cli([*FAKE, "grid.seed=[0,1,2,3,4,5]", "framework.fake.step_sleep_s=0.3",
-                    f"runner.address={two_node_cluster}", f"hydra.run.dir={tmp_path}"], timeout=400, **ENV)
-    assert proc.returncode == 0, proc.stdout
-    df = runs(tmp_path)
-    assert len(df) == 6 and set(df.status) == {"ok"}
-    assert df.node_id.nunique() == 2  # both CPU-only nodes were slots
-    assert "on 2 slot(s)" in proc.stdout
-    # One cell per CPU-only node at a time (runner.concurrency = 1).
-    for _, node in df.groupby("node_id"):
-        spans = sorted((r.start_time, r.end_time) for r in node.itertuples())
-        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+def _worker(address: str, atype: str) -> list[str]:
+    return [f"--address={address}", "--num-cpus=2", "--num-gpus=2",
+            f"--resources={json.dumps({f'accelerator_type:{atype}': 1})}"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster()
+    try:
+        c.start("head", ["--head", f"--port={c.port}", "--num-cpus=0", "--num-gpus=0", "--include-dashboard=false"])
+        c.wait_nodes(1)
+        for name, atype in (("h100", "H100"), ("a100", "A100")):
+            c.start(name, _worker(c.address, atype))
+        c.wait_nodes(3)
+        yield c
+    finally:
+        c.stop()
+
+
+def _sweep(cluster: Cluster, out: Path, extra: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return run_cli([*PAIRS, *extra, f"runner.address={cluster.address}", f"hydra.run.dir={out}"], timeout=timeout,
+                   **cluster.env)
+
+
+def _spans(df):
+    return sorted((r.start_time, r.end_time) for r in df.itertuples())
+
+
+def _assert_pairs_share(df, *, same_gpu: bool) -> None:
+    for _, pair in df.groupby(["seed", "batch_size", "device"]):
+        assert len(pair) == 2 and set(pair.framework) == {"fake", "fake_twin"}
+        assert pair.accelerator_type.nunique() == 1, pair[["framework", "accelerator_type", "node_id", "gpu_index"]]
+        if same_gpu:
+            assert pair.node_id.nunique() == 1 and pair.gpu_index.nunique() == 1, pair[["node_id", "gpu_index"]]
+
+
+def test_placement_and_pairs_on_one_gpu(cluster, tmp_path):
+    record = tmp_path / "record.jsonl"
+    proc = _sweep(cluster, tmp_path / "out", ["grid.seed=[0,1,2,3,4,5]", f"framework.fake.record_file={record}"])
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    df = runs(tmp_path / "out")
+    assert len(df) == 12 and set(df.status) == {"ok"}
+    assert "on 4 slot(s)" in proc.stdout  # two GPUs on each worker; the 0-CPU head has no slot
+    # Placement: both typed workers ran cells, each cell on one GPU bundle of one node, facts in the row.
+    assert set(df.accelerator_type) == {"H100", "A100"} and df.node_id.nunique() == 2
+    assert set(df.node_ip) == {"127.0.0.1"} and df.gpu_uuid.isna().all()  # fake GPUs: no UUID, no error
+    assert df.groupby("node_id").accelerator_type.nunique().eq(1).all()
+    assert set(df.gpu_index) <= {0, 1} and df.git_sha.notna().all() and (df.git_sha != "unknown").all()
+    # Pairs: both frameworks of one seed ran on the same physical GPU (node + index).
+    _assert_pairs_share(df, same_gpu=True)
+    # One timing cell per GPU at a time.
+    for _, gpu in df.groupby(["node_id", "gpu_index"]):
+        spans = _spans(gpu)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "two cells overlapped on one GPU"
+    # Each actor saw exactly one GPU, for its whole life.
+    seen: dict[int, set] = {}
+    for event in map(json.loads, record.read_text().splitlines()):
+        seen.setdefault(event["pid"], set()).add(event["cuda_visible_devices"])
+    assert seen and all(len(v) == 1 and v.pop() in ("0", "1") for v in seen.values())
+
+
+def test_a_typed_grid_runs_on_its_type_only(cluster, tmp_path):
+    proc = _sweep(cluster, tmp_path / "out", ["grid.seed=[0,1]", "grid.device=[gpu:A100]"])
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    df = runs(tmp_path / "out")
+    assert len(df) == 4 and set(df.accelerator_type) == {"A100"} and set(df.device) == {"gpu:A100"}
+    _assert_pairs_share(df, same_gpu=True)
+
+
+def test_a_wrong_token_is_one_clear_error(cluster, tmp_path):
+    proc = run_cli([*PAIRS, f"runner.address={cluster.address}", f"hydra.run.dir={tmp_path}"], timeout=300,
+                   RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    assert proc.returncode != 0
+    assert "RAY_AUTH_MODE=token" in proc.stdout and "RAY_AUTH_TOKEN" in proc.stdout, proc.stdout[-3000:]
+
+
+def _fragment_nodes(out: Path) -> list[str]:
+    root = out / "fragments"
+    if not root.is_dir():
+        return []
+    nodes = []
+    for frag in root.iterdir():
+        if frag.name.startswith("."):
+            continue
+        try:
+            nodes += pq.read_table(frag / "runs.parquet", columns=["accelerator_type"]).column(0).to_pylist()
+        except OSError:
+            pass
+    return nodes
+
+
+def test_a_lost_node_s_cells_are_retried_and_stay_paired(cluster, tmp_path):
+    """Runs last: it kills the H100 worker in the middle of a sweep."""
+    out = tmp_path / "out"
+    args = [*PAIRS, "grid.seed=[0,1,2,3,4,5,6,7]",
+            f"runner.address={cluster.address}", f"hydra.run.dir={out}"]
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=Path(__file__).resolve().parents[1],
+                            env=cli_env(**cluster.env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 400
+        while "H100" not in _fragment_nodes(out):  # the H100 node has finished a cell: now it dies
+            assert proc.poll() is None and time.time() < deadline, "no cell finished on the H100 node"
+            time.sleep(0.5)
+        cluster.kill("h100")
+        stdout, _ = proc.communicate(timeout=500)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stdout[-6000:]
+    assert "was lost" in stdout, stdout[-6000:]
+    df = runs(out)
+    assert len(df) == 16 and set(df.status) == {"ok"}
+    assert (df.attempt > 1).any()  # retried (a running cell) or re-run (to keep its pair on one type)
+    _assert_pairs_share(df, same_gpu=False)
+    assert set(df.accelerator_type) == {"H100", "A100"}

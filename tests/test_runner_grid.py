@@ -148,8 +148,20 @@ def test_slots_one_per_gpu_and_concurrency_per_cpu_only_node():
 def test_cpu_cells_on_a_gpu_only_cluster_hold_the_whole_node():
     slots = discover_slots([_node("a", 16, 2)], concurrency=1, cpus_per_actor=None)
     cpu = [s for s in slots if s.kind == "cpu"]
-    assert len(cpu) == 1 and cpu[0].cpus == 16
+    assert len(cpu) == 1
     assert all(lock in cpu[0].locks for s in slots if s.kind == "gpu" for lock in s.locks)
+    # Every slot is one bundle pinned to its node; the node's CPUs are split between them (they reserve at once).
+    assert all(s.cpus == 5.3333 for s in slots) and sum(s.cpus for s in slots) <= 16
+    assert [s.bundle() for s in slots] == [{"GPU": 1.0, "CPU": 5.3333}] * 2 + [{"CPU": 5.3333}]
+
+
+def test_gpu_bundles_get_a_cpu_share_when_cpu_only_nodes_exist():
+    slots = discover_slots([_node("a", 8, 2, "H100"), _node("b", 4)], concurrency=1, cpus_per_actor=None)
+    gpu = [s for s in slots if s.kind == "gpu"]
+    assert [s.bundle() for s in gpu] == [{"GPU": 1.0, "CPU": 4.0}] * 2  # no CPU slot on the GPU node
+    assert [s.bundle() for s in slots if s.kind == "cpu"] == [{"CPU": 4.0}]
+    zero_cpu = discover_slots([_node("h", 0), _node("g", 0, 1)], concurrency=1, cpus_per_actor=None)
+    assert [s.bundle() for s in zero_cpu] == [{"GPU": 1.0}]  # a 0-CPU head gets no slot; GPU alone
 
 
 def test_actor_environment_is_set_before_import():
