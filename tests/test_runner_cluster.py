@@ -37,7 +37,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]  # reason: three Ray nodes 
 #: Two fake frameworks, so every condition is a pair. Cells last (KVP_FAKE_SLEEP on the nodes: the
 #: grid reads fake_twin's file as it is, so the nodes' environment is where both get their sleep).
 PAIRS = [*FAKE, "grid.framework=[fake,fake_twin]", "grid.device=[gpu]"]
-NODE_ENV = {"KVP_FAKE_SLEEP": "0.3"}
+NODE_ENV = {"KVP_FAKE_SLEEP": "0.3",
+            # A raylet waits this long for its (Python) dashboard agent; on a loaded 2-core machine the
+            # default is too short and the node dies at start-up ("Timed out waiting for file …/metrics_agent_port").
+            "RAY_agent_register_timeout_ms": "180000"}
 
 
 def _free_port() -> int:
@@ -49,7 +52,10 @@ def _free_port() -> int:
 def _alive_nodes(address: str, env: dict[str, str]) -> int:
     code = ("import ray; ray.init(address=%r, logging_level='ERROR'); "
             "print(sum(1 for n in ray.nodes() if n['Alive']))" % address)
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired:  # no head to join yet: ray.init keeps retrying
+        return 0
     return int(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 and proc.stdout.strip() else 0
 
 
@@ -82,7 +88,11 @@ class Cluster:
         """Until ``count`` nodes are alive. On a loaded machine a raylet can miss Ray's fixed 30 s
         start-up limit and its ``ray start`` exits: that node is started again (twice at most)."""
         deadline = time.time() + timeout
-        while _alive_nodes(self.address, cli_env(**self.env)) < count:
+        while True:
+            time.sleep(5)
+            if all(p.poll() is None for p in self.procs.values()) and \
+                    _alive_nodes(self.address, cli_env(**self.env)) >= count:
+                return
             assert time.time() < deadline, f"the cluster did not reach {count} nodes"
             for name, proc in list(self.procs.items()):
                 if proc.poll() is not None:
@@ -95,7 +105,6 @@ class Cluster:
                         pass
                     time.sleep(1)
                     self._spawn(name)
-            time.sleep(2)
 
     def kill(self, name: str) -> None:
         """The node dies at once (its raylet and workers, SIGKILL): a lost machine."""

@@ -270,3 +270,69 @@ cells = interleave(check_sweep(cfg, data=False).cells(["cpu"]), 0)
 assert len(cells) == 4 * 2 * 3, len(cells)
 """
     assert frameworks_imported_by("import sys; sys.path.insert(0, 'tests')\n" + code) == []
+
+
+# ---- pairs on one device (the dispatcher's rule, with stand-in actors) -------------------------
+def _pair_dispatcher(tmp_path, nodes, seeds):
+    from runner.actors import ActorRecord
+    from runner.dispatch import Dispatcher
+
+    cells = interleave(_cells(["grid.framework=[fake,fake_twin]", f"grid.seed={seeds}"], devices=["gpu"]), 0)
+    slots = [s for s in discover_slots(nodes, concurrency=1, cpus_per_actor=None) if s.kind == "gpu"]
+    pool = type("Pool", (), {"ray": None, "slots": slots, "lost": {}, "actors": [
+        ActorRecord(object(), fw, s, state="ready") for s in slots for fw in ("fake", "fake_twin")]})()
+    started = []
+    dispatcher = Dispatcher(pool, cells, {"max_retries": 2, "concurrency": 1}, "sweep", tmp_path, "driver-sha")
+    dispatcher._start = lambda item, actor: (started.append((item, actor.slot)),
+                                             [dispatcher.held.__setitem__(k, actor.slot.key) for k in actor.slot.locks])
+    return dispatcher, pool, started
+
+
+def _finish(dispatcher, started):
+    """Every started cell finishes: its slot is free again and it counts as done."""
+    for item, slot in started:
+        for lock in slot.locks:
+            dispatcher.held.pop(lock, None)
+        if all(item is not done for done, _ in dispatcher.done.get(dispatcher.condition[item.cell_id], [])):
+            dispatcher.done.setdefault(dispatcher.condition[item.cell_id], []).append((item, slot))
+            dispatcher.finished.append(item.cell_id)
+
+
+def test_both_frameworks_of_a_seed_run_on_one_gpu(tmp_path):
+    nodes = [_node("a", 4, 2, "H100"), _node("b", 4, 1, "A100")]
+    dispatcher, _, started = _pair_dispatcher(tmp_path, nodes, "[0,1,2,3,4,5]")
+    ran = []
+    while dispatcher.queue:
+        dispatcher._dispatch()
+        assert started, "nothing could start"
+        _finish(dispatcher, started)
+        runs = list(started)
+        started.clear()
+        assert len({s.key for _, s in runs}) == len(runs)  # one cell per slot at a time
+        ran += runs
+    by_seed = {}
+    for item, slot in ran:
+        by_seed.setdefault(item.cell["seed"], set()).add(slot.key)
+    assert sorted(by_seed) == [0, 1, 2, 3, 4, 5] and all(len(keys) == 1 for keys in by_seed.values())
+    assert len({k for keys in by_seed.values() for k in keys}) == 3  # every GPU was used
+
+
+def test_a_lost_node_moves_the_pair_to_one_type_and_reruns_the_partner(tmp_path):
+    nodes = [_node("a", 4, 1, "H100"), _node("b", 4, 1, "A100")]
+    dispatcher, pool, started = _pair_dispatcher(tmp_path, nodes, "[0]")
+    dispatcher._dispatch()
+    (first, slot_a), = started  # one of the pair started; its partner waits for that GPU
+    assert not dispatcher.queue[0].cell_id == first.cell_id and len(dispatcher.queue) == 1
+    _finish(dispatcher, started)
+    started.clear()
+    pool.lost[slot_a.node_id] = f"node {slot_a.host} was lost"  # ... and the node is gone
+    for actor in pool.actors:
+        if actor.slot.node_id == slot_a.node_id:
+            actor.state = "dead"
+    dispatcher._dispatch()  # the partner goes to the A100 (no H100 left) and the finished cell is queued again
+    _finish(dispatcher, started)
+    dispatcher._dispatch()
+    moved = {item.cell_id: slot for item, slot in started}
+    assert len(moved) == 2 and len({s.key for s in moved.values()}) == 1  # both on the one other GPU
+    assert first.cell_id in moved and first.attempt == 2 and "to stay paired" in first.errors[-1]
+    assert "was lost" in first.errors[-1]
