@@ -30,17 +30,34 @@ import pyarrow.parquet as pq
 import pytest
 from runner_support import FAKE, cli_env, run_cli, runs
 
-RAY = str(Path(sys.executable).with_name("ray"))
+#: ``ray start``, except that the CLI waits up to 150 s (not Ray's fixed 30 s) for its raylet to
+#: register: on a loaded 2-core machine the raylet's Python agents take longer than that to start, and
+#: ``RAY_raylet_start_wait_time_s`` (below) lets the raylet itself wait as long. Test harness only.
+RAY_START = [sys.executable, "-c", """
+import sys, time
+import ray._private.services as services
+_get_node = services.get_node
+def get_node(*args, **kwargs):
+    end = time.monotonic() + 150
+    while True:
+        try:
+            return _get_node(*args, **kwargs)
+        except RuntimeError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(1)
+services.get_node = get_node
+from ray.scripts.scripts import main
+sys.argv[0] = "ray"
+sys.exit(main())
+""", "start"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]  # reason: three Ray nodes (minutes on a loaded 2-core machine)
 
 #: Two fake frameworks, so every condition is a pair. Cells last (KVP_FAKE_SLEEP on the nodes: the
 #: grid reads fake_twin's file as it is, so the nodes' environment is where both get their sleep).
 PAIRS = [*FAKE, "grid.framework=[fake,fake_twin]", "grid.device=[gpu]"]
-NODE_ENV = {"KVP_FAKE_SLEEP": "0.3",
-            # A raylet waits this long for its (Python) dashboard agent; on a loaded 2-core machine the
-            # default is too short and the node dies at start-up ("Timed out waiting for file …/metrics_agent_port").
-            "RAY_agent_register_timeout_ms": "180000"}
+NODE_ENV = {"KVP_FAKE_SLEEP": "0.3", "RAY_raylet_start_wait_time_s": "150"}
 
 
 def _free_port() -> int:
@@ -73,14 +90,20 @@ class Cluster:
     def start(self, name: str, args: list[str]) -> None:
         temp_dir = tempfile.mkdtemp(prefix=f"kvp{name[:2]}-", dir="/tmp")  # short: unix sockets are ≤ 107 bytes
         self.temp_dirs.append(temp_dir)
-        self.args[name] = args + ["--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--block",
-                                  "--disable-usage-stats"]
+        # Ray's fixed default ports (dashboard agent 52365, client server 10001, dashboard 8265) clash
+        # with every other Ray on the machine and between these nodes: each node gets free ones.
+        ports = [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+                 f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"]
+        if "--head" in args:
+            ports += [f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}"]
+        self.args[name] = args + ports + ["--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--block",
+                                          "--disable-usage-stats"]
         self.logs[name] = f"{temp_dir}.log"
         self._spawn(name)
 
     def _spawn(self, name: str) -> None:
         log = open(self.logs[name], "a")
-        self.procs[name] = subprocess.Popen([RAY, "start", *self.args[name]], env=cli_env(**self.env, **NODE_ENV),
+        self.procs[name] = subprocess.Popen([*RAY_START, *self.args[name]], env=cli_env(**self.env, **NODE_ENV),
                                             start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
@@ -143,9 +166,9 @@ def cluster():
     try:
         c.start("head", ["--head", f"--port={c.port}", "--num-cpus=0", "--num-gpus=0", "--include-dashboard=false"])
         c.wait_nodes(1)
-        for name, atype in (("h100", "H100"), ("a100", "A100")):
-            c.start(name, _worker(c.address, atype))
-        c.wait_nodes(3)
+        for count, (name, atype) in enumerate((("h100", "H100"), ("a100", "A100")), start=2):
+            c.start(name, _worker(c.address, atype))  # one at a time: starting is what loads the machine
+            c.wait_nodes(count)
         yield c
     finally:
         c.stop()
