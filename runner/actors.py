@@ -211,7 +211,7 @@ class CellWorker:
         if self.log_file:
             print(f"=== cell {_cell_words(cell)} ===", flush=True)
         # The code version is the one this actor imported (its node's image/checkout), not the driver's.
-        ctx = dict(context, node_id=here["node_id"], host=here["host"], node_ip=here["node_ip"],
+        ctx = dict(context, node_id=here["node_id"], host=here["host"],
                    gpu_index=here["gpu_ids"][0] if here["gpu_ids"] else None, gpu_uuid=here["gpu_uuid"],
                    git_sha=here["git_sha"])
         t0 = time.time()

@@ -242,8 +242,10 @@ class Dispatcher:
         slot = actor.slot
         for lock in slot.locks:
             self.held[lock] = slot.key
+        # Where the node is as the cluster knows it (ray.nodes()); the actor's own guess of its IP can
+        # be another interface of the machine.
         context = {"attempt": item.attempt, "concurrency": slot.concurrency,
-                   "accelerator_type": slot.accelerator_type}
+                   "accelerator_type": slot.accelerator_type, "node_ip": slot.node_ip}
         ref = actor.handle.run.remote(item.cell, self.sweep_id, context)
         now = time.time()
         self.first_dispatch = self.first_dispatch or now
@@ -318,7 +320,7 @@ class Dispatcher:
 
     def _record_failure(self, item: _Queued, run: _Running | None, seconds: float | None, error: str,
                         tb: str | None = None) -> None:
-        where = dict(run.actor.where, accelerator_type=run.slot.accelerator_type) if run else {}
+        where = dict(run.actor.where, accelerator_type=run.slot.accelerator_type, node_ip=run.slot.node_ip) if run else {}
         row = failed_row(item.cell, self.sweep_id, error, tb or "\n".join(item.errors), item.attempt,
                          run.slot.concurrency if run else None, run.start_utc if run else None,
                          where, self.git_sha)

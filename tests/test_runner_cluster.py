@@ -89,11 +89,14 @@ class Cluster:
         log.close()
 
     def unboost(self) -> None:
-        """Back to normal priority once the nodes are up (processes started later inherit it)."""
-        for proc in self.procs.values():
+        """Every process of the nodes back to normal priority (processes started later inherit it)."""
+        groups = {proc.pid for proc in self.procs.values()}
+        for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
             try:
-                os.setpriority(os.PRIO_PGRP, proc.pid, 0)
-            except OSError:
+                if os.getpgid(pid) in groups:
+                    os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+                    os.setpriority(os.PRIO_PROCESS, pid, 0)
+            except (OSError, AttributeError):
                 pass
 
     def wait_nodes(self, count: int, timeout: float = 400) -> None:
@@ -146,13 +149,17 @@ class Cluster:
 
 
 def _start_boost() -> None:
-    """A starting node runs ahead of the rest of the machine (nice -19, where allowed): its raylet
-    gives its Python agents a fixed 15 s to report their ports, which a loaded 2-core machine misses.
-    Reset by ``Cluster.unboost`` once the cluster is up."""
+    """A starting node runs ahead of the rest of the machine, where allowed (root): round-robin
+    real-time priority 1, else nice -19. Its raylet gives its Python agents a fixed 15 s to report
+    their ports, which a loaded 2-core machine misses. ``Cluster.unboost`` resets every process of
+    the node once the cluster is up (the cells must not run at a raised priority)."""
     try:
-        os.setpriority(os.PRIO_PROCESS, 0, -19)
-    except OSError:  # not allowed (no root): start at normal priority
-        pass
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+    except (OSError, AttributeError):
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, -19)
+        except OSError:  # not allowed: start at normal priority
+            pass
 
 
 def _worker(address: str, atype: str) -> list[str]:
@@ -194,10 +201,10 @@ def _assert_pairs_share(df, *, same_gpu: bool) -> None:
 
 def test_placement_and_pairs_on_one_gpu(cluster, tmp_path):
     record = tmp_path / "record.jsonl"
-    proc = _sweep(cluster, tmp_path / "out", ["grid.seed=[0,1,2,3,4,5]", f"framework.fake.record_file={record}"])
+    proc = _sweep(cluster, tmp_path / "out", ["grid.seed=[0,1,2,3]", f"framework.fake.record_file={record}"])
     assert proc.returncode == 0, proc.stdout[-6000:]
     df = runs(tmp_path / "out")
-    assert len(df) == 12 and set(df.status) == {"ok"}
+    assert len(df) == 8 and set(df.status) == {"ok"}
     assert "on 4 slot(s)" in proc.stdout  # two GPUs on each worker; the 0-CPU head has no slot
     # Placement: both typed workers ran cells, each cell on one GPU bundle of one node, facts in the row.
     assert set(df.accelerator_type) == {"H100", "A100"} and df.node_id.nunique() == 2
@@ -250,7 +257,7 @@ def _fragment_nodes(out: Path) -> list[str]:
 def test_a_lost_node_s_cells_are_retried_and_stay_paired(cluster, tmp_path):
     """Runs last: it kills the H100 worker in the middle of a sweep."""
     out = tmp_path / "out"
-    args = [*PAIRS, "grid.seed=[0,1,2,3,4,5,6,7]",
+    args = [*PAIRS, "grid.seed=[0,1,2,3,4,5]",
             f"runner.address={cluster.address}", f"hydra.run.dir={out}"]
     proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=Path(__file__).resolve().parents[1],
                             env=cli_env(**cluster.env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -267,7 +274,7 @@ def test_a_lost_node_s_cells_are_retried_and_stay_paired(cluster, tmp_path):
     assert proc.returncode == 0, stdout[-6000:]
     assert "was lost" in stdout, stdout[-6000:]
     df = runs(out)
-    assert len(df) == 16 and set(df.status) == {"ok"}
+    assert len(df) == 12 and set(df.status) == {"ok"}
     assert (df.attempt > 1).any()  # retried (a running cell) or re-run (to keep its pair on one type)
     _assert_pairs_share(df, same_gpu=False)
     assert set(df.accelerator_type) == {"H100", "A100"}
