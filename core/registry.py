@@ -27,6 +27,9 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
     Framework("keras_torch", "frameworks.keras_adapter:KerasAdapter", "torch", "keras", "Keras (torch)", "#CC79A7"),
     Framework("fake", "frameworks.fake_adapter:FakeAdapter", "numpy", "fake", "fake (numpy stand-in)", "#E69F00",
               real=False),
+    # A second stand-in (the same adapter), so test sweeps form pairs without a deep-learning import.
+    Framework("fake_twin", "frameworks.fake_adapter:FakeAdapter", "numpy", "fake", "fake twin (numpy stand-in)",
+              "#56B4E9", real=False),
 )}
 
 #: Display order in tables and plots (the registry's order).

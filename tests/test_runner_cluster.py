@@ -2,7 +2,9 @@
 
 The cluster is what a real one looks like, shrunk: token authentication ON (Ray's default for
 ``ray start --head``; every node and the driver get ``RAY_AUTH_MODE=token`` and this test's own
-token in ``RAY_AUTH_TOKEN``), every node on 127.0.0.1 with its own ``--temp-dir``, a head with no
+token in ``RAY_AUTH_TOKEN``), every node started with ``--node-ip-address=127.0.0.1`` and its own
+``--temp-dir`` (Ray 2.60 still reports and serves some endpoints on the machine's address: the token,
+not the loopback address, is what keeps other users of the machine out), a head with no
 CPUs or GPUs (it runs no cells), and two workers with two fake GPUs each, typed ``H100`` and
 ``A100`` through Ray's ``accelerator_type:<T>`` resource. The sweeps run the numpy fake framework
 and its twin (two "frameworks", so cells form pairs).
@@ -208,7 +210,10 @@ def test_placement_and_pairs_on_one_gpu(cluster, tmp_path):
     assert "on 4 slot(s)" in proc.stdout  # two GPUs on each worker; the 0-CPU head has no slot
     # Placement: both typed workers ran cells, each cell on one GPU bundle of one node, facts in the row.
     assert set(df.accelerator_type) == {"H100", "A100"} and df.node_id.nunique() == 2
-    assert set(df.node_ip) == {"127.0.0.1"} and df.gpu_uuid.isna().all()  # fake GPUs: no UUID, no error
+    # node_ip: the node's address as the cluster reports it (Ray 2.60 reports the machine's address even
+    # for --node-ip-address=127.0.0.1; its services listen there too — the token is what guards them).
+    assert df.node_ip.notna().all() and df.groupby("node_id").node_ip.nunique().eq(1).all()
+    assert df.gpu_uuid.isna().all()  # fake GPUs: no UUID, and no error
     assert df.groupby("node_id").accelerator_type.nunique().eq(1).all()
     assert set(df.gpu_index) <= {0, 1} and df.git_sha.notna().all() and (df.git_sha != "unknown").all()
     # Pairs: both frameworks of one seed ran on the same physical GPU (node + index).

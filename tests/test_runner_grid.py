@@ -336,3 +336,11 @@ def test_a_lost_node_moves_the_pair_to_one_type_and_reruns_the_partner(tmp_path)
     assert len(moved) == 2 and len({s.key for s in moved.values()}) == 1  # both on the one other GPU
     assert first.cell_id in moved and first.attempt == 2 and "to stay paired" in first.errors[-1]
     assert "was lost" in first.errors[-1]
+
+
+def test_a_failed_join_names_the_token_settings():
+    from runner.ray_session import auth_hint
+
+    hint = auth_hint(ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379"))
+    assert "RAY_AUTH_MODE=token" in hint and "RAY_AUTH_TOKEN" in hint
+    assert auth_hint(ValueError("address must be host:port")) == ""
