@@ -117,7 +117,10 @@ class DeviceData:
         _, self.height, self.width, self.channels = x.shape
         self.orientations = P.bank_orientations(self.height, self.width, augmented)
         self.channels_last = channels_last
-        images = torch.from_numpy(np.ascontiguousarray(x)).to(device).permute(0, 3, 1, 2)  # NCHW view, uint8
+        source = np.ascontiguousarray(x)
+        if not source.flags.writeable:  # a read-only memmap of the cache: torch wants writable memory
+            source = np.array(source)
+        images = torch.from_numpy(source).to(device).permute(0, 3, 1, 2)  # NCHW view, uint8
         views = []
         for o in self.orientations:
             hflip, turns = P.ORIENTATIONS[o]
