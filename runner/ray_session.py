@@ -66,6 +66,21 @@ def _undo_loopback_node(ray: Any) -> None:
         ray._private.ray_constants.ENABLE_RAY_CLUSTER = _SAVED.pop("constant")
 
 
+def _token_auth() -> None:
+    """Join the local head with token auth, as ``ray.init`` would for a Ray it starts itself."""
+    try:
+        from ray._private.authentication import authentication_token_setup as auth
+    except ImportError:  # pragma: no cover - a Ray without token auth
+        return
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return
+    try:
+        auth.ensure_token_if_auth_enabled({}, create_token_if_missing=True)
+        auth._enable_token_auth()
+    except Exception as exc:  # pragma: no cover - best effort; the join says what is wrong
+        log.debug("token auth set-up: %s", exc)
+
+
 def init_kwargs(runner_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The ``ray.init`` arguments of the sweep's driver — the ONE place they are decided (other concerns,
     e.g. the console's log routing, add theirs here). The driver always joins an address: the cluster's
@@ -132,6 +147,7 @@ class RaySession:
                 self.head = LocalHead(self.runner_cfg, timeout)
                 self.head.start()
                 _loopback_node(self.ray)
+                _token_auth()  # the head enabled token auth (Ray >= 2.5x): this driver must send the token
                 kwargs = dict(init_kwargs(self.runner_cfg), address=self.head.address)
                 self.ray.init(**kwargs)
                 return
@@ -197,6 +213,8 @@ class LocalHead:
 
     def start(self) -> None:
         env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+        if env.get("RAY_AUTH_MODE", "").lower() != "disabled":
+            env["RAY_AUTH_MODE"] = "token"  # explicit: the driver then joins with the same token
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env=env, start_new_session=True, preexec_fn=_die_with_parent)
         reader = threading.Thread(target=self._read, daemon=True)
