@@ -31,7 +31,6 @@ from pathlib import Path
 
 from runner import CONF_DIR
 from runner.outcome import EXIT_INTERRUPTED, EXIT_INVALID
-from runner.sweep import run_sweep
 
 log = logging.getLogger("runner")
 
@@ -128,6 +127,8 @@ def main() -> None:
     def _app(cfg: DictConfig) -> None:
         outcome["entered"] = 1
         try:
+            from runner.sweep import run_sweep  # after the input checks: they need none of it
+
             result = run_sweep(cfg)
         except GridError as exc:
             log.error("invalid sweep: %s", exc)

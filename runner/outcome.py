@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from runner import results
-
 log = logging.getLogger("runner.sweep")
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -47,6 +45,8 @@ def cell_label(cell: Mapping[str, Any]) -> str:
 
 def count_cells(outcome: SweepOutcome, out_dir: Path) -> None:
     """Fill ``ok``/``failed``/``missing`` of ``outcome`` from the fragments on disk."""
+    from runner import results  # pyarrow: not needed by a command that stops at its input checks
+
     runs = results.read_fragments(out_dir, "runs")
     status = dict(zip(runs["cell_id"].to_pylist(), zip(runs["status"].to_pylist(), runs["error"].to_pylist())))
     outcome.ok = [c for c in outcome.planned if status.get(c, (None,))[0] == "ok"]
