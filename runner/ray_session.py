@@ -200,8 +200,7 @@ class LocalHead:
         cmd = [str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", "--block", f"--port={self.port}",
                f"--node-ip-address={LOOPBACK}", f"--dashboard-host={LOOPBACK}", "--disable-usage-stats",
                f"--include-dashboard={'true' if self.runner_cfg.get('dashboard') else 'false'}"]
-        # Fixed agent ports: with ports chosen at random the raylet waits (~15 s, then dies) for the
-        # agents to announce theirs in files — too short for a loaded machine.
+        # Agent ports chosen here, free on the loopback, and passed explicitly.
         for flag in ("--dashboard-agent-grpc-port", "--dashboard-agent-listen-port", "--runtime-env-agent-port",
                      "--metrics-export-port"):
             cmd.append(f"{flag}={_free_loopback_port()}")
@@ -215,6 +214,10 @@ class LocalHead:
         env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
         if env.get("RAY_AUTH_MODE", "").lower() != "disabled":
             env["RAY_AUTH_MODE"] = "token"  # explicit: the driver then joins with the same token
+        # The raylet gives its Python agents a fixed ~15-30 s to register, then kills itself: on a
+        # loaded 2-core machine they need ~50 s (measured), so every start failed. Give them the whole
+        # start-up timeout instead (a user's own setting wins).
+        env.setdefault("RAY_agent_register_timeout_ms", str(int(self.timeout_s * 1000)))
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env=env, start_new_session=True, preexec_fn=_die_with_parent)
         reader = threading.Thread(target=self._read, daemon=True)
