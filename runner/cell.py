@@ -96,7 +96,11 @@ COLD_START_KEY = "cold_start"
 
 
 def _framework_imported(framework: str) -> bool:
-    module = "frameworks.fake_adapter" if framework == "fake" else _FRAMEWORK_PACKAGE.get(framework, framework)
+    entry = FRAMEWORKS.get(framework)
+    if entry is None:
+        return False
+    # The stand-ins have no package of their own: their adapter module is what a cold start imports.
+    module = entry.package if entry.real else entry.adapter.split(":")[0]
     return module in sys.modules
 
 
