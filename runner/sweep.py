@@ -264,8 +264,8 @@ def _report(cfg: DictConfig, out_dir: Path, outcome: SweepOutcome, stop: StopSta
     if not outcome.ok:
         log.info("report: no ok cells; skipped")
         return True
-    log.info("report: building it from %s (a stop signal skips it; the results are complete)", out_dir)
-    try:
+    try:  # the announcement inside the try: a signal right after it must land in the handler below
+        log.info("report: building it from %s (a stop signal skips it; the results are complete)", out_dir)
         outcome.report = dict(build_report([out_dir], out_dir, report_cfg))
     except KeyboardInterrupt:  # a stop signal (or Ctrl-C) during the report: no traceback, run_sweep says how
         if stop is not None and stop.signum is None:

@@ -38,7 +38,7 @@ def test_a_default_run_writes_no_stderr_line_and_keeps_actor_output_on_disk(tmp_
     assert text.count("=== cell ") == 2  # each cell's output is found by its id
     lines = proc.stdout.splitlines()
     verdict = next(i for i, line in enumerate(lines) if "verdict" in line)
-    paths = [i for i, line in enumerate(lines) if "summary: " in line or "report: " in line]
+    paths = [i for i, line in enumerate(lines) if f"summary: {out}" in line or f"report: {out}/" in line]
     assert paths and verdict < min(paths), proc.stdout  # the answer first, then where the files are
 
 

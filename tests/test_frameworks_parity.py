@@ -79,7 +79,13 @@ def test_gate_helpers_are_framework_free_and_consistent():
     x, y, mean, std = gate_batch(spec, 0, 8)
     assert x.dtype == np.uint8 and x.shape == (8, 16, 16, 3) and set(y) == {0, 1}
     assert bn_sample_counts(spec, 8) == {"bn1": 8 * 8 * 8, "bn2": 8 * 4 * 4, "bn_dense": 8}
-    assert not DL_MODULES & {m.split(".")[0] for m in sys.modules}
+    # In a fresh process: this one may already hold a framework that another test imported.
+    probe = ("import sys; from frameworks.parity import build_spec, gate_batch, bn_sample_counts, without_dropout; "
+             f"s = build_spec({TINY_MODEL!r}, 2, {IMAGE_SIZE}); without_dropout(s); gate_batch(s, 0, 8); "
+             "bn_sample_counts(s, 8); print(sorted({m.split('.')[0] for m in sys.modules}))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert not DL_MODULES & set(eval(out.stdout.strip().splitlines()[-1]))
 
 
 def test_cli_rejects_bad_input_with_one_clear_error(capsys):
@@ -167,7 +173,9 @@ def test_evaluate_and_predict_return_probabilities(framework):
 def test_train_epoch_records_every_step_time(framework):
     for pipeline in ("device", "native"):
         steps, seconds = probe(framework)["steps"][pipeline]
-        assert steps == len(seconds) == 3 and all(t > 0 for t in seconds)
+        # Keras runs batch-end callbacks on a thread (JAX, TF): two steps' completions can be observed
+        # at one instant, so a step may read 0 s — never negative, and the epoch's steps add up.
+        assert steps == len(seconds) == 3 and all(t >= 0 for t in seconds) and sum(seconds) > 0
 
 
 @pytest.mark.parametrize("framework,forbidden", [("pytorch", {"tensorflow", "jax", "jaxlib"}),

@@ -20,6 +20,7 @@ import threading
 import time
 
 import pyarrow.parquet as pq
+import pandas as pd
 import pytest
 from runner_support import compose_cfg, fragment_ids, runs
 
@@ -35,7 +36,10 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    # address="local": a new instance of our own, never another session's Ray found in /tmp/ray; the
+    # agents get time to register on a loaded machine (the raylet's fixed default kills the start).
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield
     ray.shutdown()
 
@@ -95,7 +99,7 @@ def test_cells_are_logged_as_they_start_and_finish(finished_sweep):
         assert any(line.startswith(f"start {cid} (fake seed={seed} batch=32 device=cpu) on fake@")
                    for line in lines), lines
         assert any(line.startswith(f"finish {cid} (fake seed={seed}") and ": ok in " in line for line in lines), lines
-    assert lines[-1] == "all 3 cells ok"
+    assert "all 3 cells ok" in lines[-3:]  # then where the framework output is (runner.console)
 
 
 def _intervals(df):
@@ -282,7 +286,7 @@ def test_a_native_crash_is_retried_its_signal_recorded_and_its_dump_goes_to_the_
     assert list(df.attempt) == [2, 1]
     causes = json.loads(df.loc[0, "retry_causes"])
     assert [c["attempt"] for c in causes] == [1] and causes[0]["signal"] == "SIGSEGV", causes
-    assert df.loc[1, "retry_causes"] is None
+    assert pd.isna(df.loc[1, "retry_causes"])  # a first attempt has no cause (null; pandas reads it as NaN)
     text = log_file.read_text()
     assert "crashed with SIGSEGV; its dump:" in text and "Fatal Python error: Segmentation fault" in text
     console = capfd.readouterr()
