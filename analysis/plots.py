@@ -1,5 +1,7 @@
 """Matplotlib figures for the report, each returned as an inline ``data:image/svg+xml`` URI.
 
+Over 400 lines on purpose: one function per report figure; they share the palette, markers and tick helpers kept here.
+
 Figures go into ``<img>`` tags: an SVG loaded as an image can never run script, so text from the
 data (class names, labels) cannot inject anything. Colours are the Okabe–Ito palette (safe for the
 common colour-vision deficiencies) and every framework also gets its own marker.

@@ -1,5 +1,7 @@
 """From result rows to the summary table: one row per (metric, condition, framework or pair).
 
+Over 400 lines on purpose: grouping, pairing and the row builders are one vectorised pass; split, they would pass the same arrays around.
+
 Grouping is done once (integer codes for conditions, frameworks and seeds); every group of the same
 size is then analysed as one row of a 2-D array, so a million result rows cost a handful of
 vectorised calls rather than a Python loop per group.

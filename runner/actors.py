@@ -1,5 +1,7 @@
 """The actors: one long-lived Ray actor per (slot, framework), and the driver's record of each.
 
+Over 400 lines on purpose: the actor body and the driver's record of it change together (placement, cold start, crash dumps).
+
 ``CellWorker`` is the body of an actor: it runs cells of one framework on one slot, keeping
 adapters warm, so imports and compilation are paid once per actor. Its environment
 (``KERAS_BACKEND``, TF memory growth, JAX no-preallocation, thread counts) is set through

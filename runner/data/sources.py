@@ -1,5 +1,7 @@
 """Image sources: where the pictures come from, how their content is fingerprinted, how they decode.
 
+Over 400 lines on purpose: the three sources share one fingerprint/decode contract and read best side by side.
+
 Each ``conf/data/*.yaml`` names one of these classes in ``_target_``; the remaining keys are the
 constructor's keyword arguments (an unknown key is an error, not silently ignored).
 
