@@ -31,6 +31,8 @@ def _actor_id() -> str:
     try:
         import ray
 
+        if not ray.is_initialized():  # get_runtime_context() would join whatever Ray /tmp/ray points at
+            return f"pid{os.getpid()}"
         return ray.get_runtime_context().get_actor_id() or f"pid{os.getpid()}"
     except Exception:  # pragma: no cover - outside Ray
         return f"pid{os.getpid()}"

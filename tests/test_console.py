@@ -92,7 +92,8 @@ def test_the_actor_body_measures_a_cold_start_once_and_writes_its_output_to_its_
         from runner_support import compose_cfg
         from omegaconf import OmegaConf
         import runner.actors as actors
-        actors._where = lambda: {{"node_id": "n", "host": "h", "pid": 1, "gpu_ids": [], "cuda_visible_devices": None}}
+        actors._where = lambda: {{"node_id": "n", "host": "h", "pid": 1, "gpu_ids": [], "cuda_visible_devices": None,
+                                  "node_ip": None, "gpu_uuid": None, "git_sha": None}}
         cfg = OmegaConf.to_container(compose_cfg(), resolve=True)
         cell = {{k: cfg[k] for k in ("data", "model", "framework", "parity", "train", "seed")}}
         cell["device"] = "cpu"
