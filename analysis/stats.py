@@ -162,16 +162,21 @@ def tost_p_from(mean: ArrayLike, se: ArrayLike, df: ArrayLike, low: float, high:
 
 # --------------------------------------------------------------------------------------------- multiplicity
 
+def _finite_order(p_values: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``p`` as floats, an all-NaN output of its shape, and the indices of its finite values by
+    ascending p (stable): the family both Holm functions work on."""
+    p = np.asarray(p_values, dtype=float)
+    finite = np.flatnonzero(np.isfinite(p))
+    return p, np.full(p.shape, np.nan), finite[np.argsort(p[finite], kind="stable")]
+
+
 def holm(p_values: ArrayLike) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaNs stay NaN and are
     not counted in the family."""
-    p = np.asarray(p_values, dtype=float)
-    out = np.full(p.shape, np.nan)
-    finite = np.flatnonzero(np.isfinite(p))
-    m = finite.size
+    p, out, order = _finite_order(p_values)
+    m = order.size
     if m == 0:
         return out
-    order = finite[np.argsort(p[finite], kind="stable")]
     adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
     out[order] = np.minimum(adjusted, 1.0)
     return out
@@ -186,13 +191,10 @@ def holm_levels(p_values: ArrayLike, alpha: float) -> np.ndarray:
     its p (≥ p₍ⱼ₎) is not significant. So "p < level" ⇔ "Holm adjusted p < α", and the
     (1 − level) t-interval excludes no-difference exactly when Holm rejects. NaN p ⇒ NaN level.
     """
-    p = np.asarray(p_values, dtype=float)
-    out = np.full(p.shape, np.nan)
-    finite = np.flatnonzero(np.isfinite(p))
-    m = finite.size
+    p, out, order = _finite_order(p_values)
+    m = order.size
     if m == 0:
         return out
-    order = finite[np.argsort(p[finite], kind="stable")]
     thresholds = alpha / (m - np.arange(m))
     fails = np.flatnonzero(p[order] >= thresholds)
     first_fail = fails[0] if fails.size else m
