@@ -64,21 +64,50 @@ def _undo_loopback_node(ray: Any) -> None:
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = previous
     if "constant" in _SAVED:
         ray._private.ray_constants.ENABLE_RAY_CLUSTER = _SAVED.pop("constant")
+    for key in [k for k in _SAVED if k.startswith("auth:")]:
+        previous, var = _SAVED.pop(key), key.split(":", 1)[1]
+        if previous is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = previous
 
 
-def _token_auth() -> None:
-    """Join the local head with token auth, as ``ray.init`` would for a Ray it starts itself."""
-    try:
-        from ray._private.authentication import authentication_token_setup as auth
-    except ImportError:  # pragma: no cover - a Ray without token auth
+#: Where a user's own token for a local Ray would come from (then it is used as it is).
+_TOKEN_VARS = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def _session_token(env: dict[str, str]) -> None:
+    """Token auth for the local head: ``ray start --head`` (Ray >= 2.5x) enables it but, unlike
+    ``ray.init``, creates no token — on a fresh machine (a new container) it exits with "no
+    authentication token was found". The head gets a fresh random token of its own in its environment
+    (its raylet and workers inherit it), never written to disk and never shared with another Ray; a
+    token the user set (``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``) or ``RAY_AUTH_MODE=disabled`` is kept."""
+    if env.get("RAY_AUTH_MODE", "").lower() == "disabled":
         return
-    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
-        return
+    env["RAY_AUTH_MODE"] = "token"
+    if not any(env.get(var) for var in _TOKEN_VARS):
+        import secrets
+
+        env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
+def _join_with_token(head_env: Mapping[str, str]) -> None:
+    """This driver sends the local head's token: its auth variables become the head's (restored by
+    ``_undo_loopback_node``), and Ray's cached token is dropped (an earlier sweep of this process had
+    another)."""
+    for var in ("RAY_AUTH_MODE", *_TOKEN_VARS):
+        _SAVED.setdefault(f"auth:{var}", os.environ.get(var))
+        if head_env.get(var) is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = head_env[var]
     try:
-        auth.ensure_token_if_auth_enabled({}, create_token_if_missing=True)
-        auth._enable_token_auth()
-    except Exception as exc:  # pragma: no cover - best effort; the join says what is wrong
-        log.debug("token auth set-up: %s", exc)
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")  # Ray's cached config re-reads RAY_AUTH_MODE (as ray.init does for its own head)
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):  # pragma: no cover - a Ray without token auth
+        pass
 
 
 def init_kwargs(runner_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -147,7 +176,7 @@ class RaySession:
                 self.head = LocalHead(self.runner_cfg, timeout)
                 self.head.start()
                 _loopback_node(self.ray)
-                _token_auth()  # the head enabled token auth (Ray >= 2.5x): this driver must send the token
+                _join_with_token(self.head.env)  # the head's token auth (Ray >= 2.5x): this driver sends it
                 kwargs = dict(init_kwargs(self.runner_cfg), address=self.head.address)
                 self.ray.init(**kwargs)
                 return
@@ -194,6 +223,8 @@ class LocalHead:
         self.address = f"{LOOPBACK}:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
+        self.env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+        _session_token(self.env)
 
     def command(self) -> list[str]:
         ray_cli = Path(sys.executable).with_name("ray")
@@ -211,9 +242,7 @@ class LocalHead:
         return cmd
 
     def start(self) -> None:
-        env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
-        if env.get("RAY_AUTH_MODE", "").lower() != "disabled":
-            env["RAY_AUTH_MODE"] = "token"  # explicit: the driver then joins with the same token
+        env = self.env
         # The raylet gives its Python agents a fixed ~15-30 s to register, then kills itself: on a
         # loaded 2-core machine they need ~50 s (measured), so every start failed. Give them the whole
         # start-up timeout instead (a user's own setting wins).

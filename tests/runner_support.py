@@ -41,6 +41,9 @@ def fragment_ids(out_dir: Path) -> set[str]:
 def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", PYTHONUNBUFFERED="1", **extra)
+    if "HOME" in extra:  # a new user's machine: no Ray token of an earlier run (~/.ray/auth_token) either
+        for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+            env.pop(var, None)
     return env
 
 

@@ -51,7 +51,9 @@ def test_ctrl_c_exits_130_with_a_summary_and_the_printed_command_resumes_exactly
     assert (out / "sweep.log").read_text().count("resume with:") == 1  # the log file has the summary too
 
     argv = shlex.split(command)[3:]
-    resumed = run_cli(argv)
+    home = tmp_path / "home"  # resumed as on a fresh machine (a new container): no ~/.ray/auth_token
+    home.mkdir()
+    resumed = run_cli(argv, HOME=str(home))
     assert resumed.returncode == 0, resumed.stdout
     assert f"running the {6 - len(done)} missing" in resumed.stdout
     started = re.findall(r"start (\w{16}) \(", resumed.stdout)
