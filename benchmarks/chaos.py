@@ -144,7 +144,7 @@ def check_sweep(out: Path) -> dict[str, int]:
             "not_ok": int((runs.status != "ok").sum()), "sweep_ids": runs.sweep_id.nunique(),
             "inconsistent": bad, "fragments": len(fragments),
             "retried_rows": int((runs.attempt > 1).sum()),
-            "signals_recorded": sum(1 for c in runs.get("retry_causes", []) if c
+            "signals_recorded": sum(1 for c in runs.get("retry_causes", []) if isinstance(c, str) and c
                                     for x in json.loads(c) if x.get("signal"))}
 
 
