@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -95,8 +96,11 @@ def _run_sweep(cfg: Any, out_dir: str | Path | None, overrides: Sequence[str] | 
     try:
         with RaySession(sweep.runner_cfg, on_started=stop.install) as session:
             _run_on_cluster(session, sweep, outcome, found, stop)
-    except StopRequested:
-        pass  # stop.signum says which; the clean-up below is the same for every signal
+    except KeyboardInterrupt:  # StopRequested — or a plain KeyboardInterrupt: Ray re-raises its own
+        # when a stop signal lands inside ray.get/ray.wait (e.g. while the actors start)
+        if stop.signum is None:
+            stop.signum = signal.SIGINT
+        # stop.signum says which; the clean-up below is the same for every signal
     except GridError:  # invalid for this cluster (e.g. a device it lacks): leave the dir as it was
         stop.cleanup()
         sweep.undo_invocation()
@@ -264,15 +268,32 @@ def _report(cfg: DictConfig, out_dir: Path, outcome: SweepOutcome, stop: StopSta
     if not outcome.ok:
         log.info("report: no ok cells; skipped")
         return True
+    # The report is built in a worker thread while this (main) thread only waits: a stop signal then
+    # lands here, in the wait below — never inside the report's own code (a finaliser, a library's
+    # callback), where it could print a traceback. The abandoned daemon thread ends with the process;
+    # the report's files are written atomically, so none is left half-written.
+    done: dict[str, Any] = {}
+
+    def build() -> None:
+        try:
+            done["report"] = dict(build_report([out_dir], out_dir, report_cfg))
+        except BaseException as exc:  # handed to the main thread
+            done["error"], done["trace"] = exc, traceback.format_exc()
+
     try:  # the announcement inside the try: a signal right after it must land in the handler below
         log.info("report: building it from %s (a stop signal skips it; the results are complete)", out_dir)
-        outcome.report = dict(build_report([out_dir], out_dir, report_cfg))
+        worker = threading.Thread(target=build, name="report", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
     except KeyboardInterrupt:  # a stop signal (or Ctrl-C) during the report: no traceback, run_sweep says how
         if stop is not None and stop.signum is None:
             stop.signum = signal.SIGINT
         return False
-    except Exception as exc:  # the results are on disk either way
+    if "error" in done:  # the results are on disk either way
+        exc = done["error"]
         log.error("report failed: %s: %s", type(exc).__name__, " ".join(str(exc).split()))
-        log.debug("%s", traceback.format_exc())
+        log.debug("%s", done["trace"])
         return False
+    outcome.report = done["report"]
     return True

@@ -211,6 +211,31 @@ def test_interrupt_leaves_finished_cells_on_disk_and_resume_runs_exactly_the_mis
     assert [i["interrupted"] for i in invocations] == [True, False, False]
 
 
+def test_a_stop_signal_while_the_actors_start_is_a_stop_even_when_ray_reraises_it_as_its_own(tmp_path, monkeypatch):
+    # A SIGTERM landing inside ray.get while the actors start: Ray replaces our StopRequested by a
+    # plain KeyboardInterrupt. Found by benchmarks/chaos.py: the sweep then said "interrupted before the
+    # sweep started; nothing was written" (exit 130, no resume command) although its dir existed.
+    from runner.actors import ActorPool
+
+    def start(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # our handler raises StopRequested here...
+        time.sleep(5)
+        raise AssertionError("the stop signal was not raised")
+
+    def converted(self, *args, **kwargs):
+        try:
+            start(self, *args, **kwargs)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt from None  # ...which Ray turns into its own
+    monkeypatch.setattr(ActorPool, "start", converted)
+    out = tmp_path / "out"
+    outcome = run_sweep(compose_cfg(["grid.seed=[0,1]"]), out_dir=out, overrides=["grid.seed=[0,1]"])
+    assert outcome.exit_code == 128 + signal.SIGTERM, outcome.message
+    assert outcome.resume_command == f"python -m runner runner.resume={out}"
+    assert len(outcome.missing) == 2 and (out / "runs.parquet").exists()
+    assert json.loads((out / "sweep.json").read_text())["invocations"][-1]["interrupted"] is True
+
+
 def test_resume_refuses_a_different_grid_and_a_fresh_sweep_refuses_an_old_dir(finished_sweep, tmp_path):
     src, _, _ = finished_sweep
     with pytest.raises(GridError, match="resume with runner.\\* overrides only"):
