@@ -15,7 +15,7 @@ Groups and their schemas: ``data`` (``base_folder``, ``base_eurosat``, ``base_sy
 (``base_parity``), ``train`` (``base_train``), ``runner`` (``base_runner``), ``report``
 (``base_report``), and the root (``base_config``, with ``grid``). A new group adds its dataclass
 here, an entry in ``SCHEMAS`` and a field where its package puts it (``pipeline`` lands at
-``train.pipeline``: ``TrainConfig.pipeline``, untyped until it gets its schema).
+``train.pipeline``: ``TrainConfig.pipeline``, typed by ``PipelineConfig``).
 """
 from __future__ import annotations
 
@@ -233,6 +233,20 @@ class InferenceConfig:
 
 
 @dataclass
+class PipelineConfig:
+    """``conf/pipeline/*.yaml`` (``# @package train.pipeline``): where batches are made."""
+
+    name: str = "device"  # device | native
+    workers: int = 2  # native: DataLoader / PyDataset workers, tf.data thread pool
+    prefetch: int = 2  # native: batches prefetched per worker (DataLoader) or by tf.data
+
+    def __post_init__(self) -> None:
+        _one_of(self.name, ("device", "native"), "train.pipeline.name")
+        _at_least(self.workers, 0, "train.pipeline.workers")
+        _at_least(self.prefetch, 0, "train.pipeline.prefetch")
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 2
     batch_size: int = 64  # must not exceed the training split (checked with the data, runner/checks.py)
@@ -242,9 +256,8 @@ class TrainConfig:
     eval_batch_size: int = 256
     throughput_batch_size: int = 256
     inference: InferenceConfig = field(default_factory=InferenceConfig)
-    # The `pipeline` group (conf/pipeline/, `# @package train.pipeline`) lands here; its own schema
-    # goes beside this one when it gets one (name: device | native, workers, prefetch).
-    pipeline: Any = None
+    # The `pipeline` group (conf/pipeline/, `# @package train.pipeline`) lands here, typed.
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def __post_init__(self) -> None:
         if not _filled(self):

@@ -41,6 +41,8 @@ def _folder(root, bad: bool = False, classes: tuple[str, ...] = ("a", "b")):
     (["data.test_fraction=1.5"], "data.test_fraction: must be in (0, 1), got 1.5"),
     (["runner.concurrency=0"], "runner.concurrency: must be >= 1, got 0"),
     (["report.confidence=2"], "report.confidence: must be in (0, 1)"),
+    (["train.pipeline.name=gpu"], "train.pipeline.name: 'gpu' is not one of ['device', 'native']"),
+    (["train.pipeline.workers=-1"], "train.pipeline.workers: must be >= 0, got -1"),
     (["data=folder"], "data.path"),  # required, not given
     (["framework=pytorch", "framework.backend=jax"], "framework.backend: pytorch runs on torch, not 'jax'"),
 ])
