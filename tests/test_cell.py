@@ -295,6 +295,7 @@ def test_cli_names_a_missing_config_value(tmp_path):
     assert not (tmp_path / "runs.parquet").exists()
 
 
+@pytest.mark.slow  # ~1 min each; the default suite runs real frameworks through the whole sweep (integration test)
 @pytest.mark.parametrize("framework, module", [("pytorch", "frameworks.pytorch_adapter"),
                                                ("keras", "frameworks.keras_adapter")])
 def test_cli_with_a_real_framework(tmp_path, framework, module):
