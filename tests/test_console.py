@@ -48,6 +48,7 @@ def test_runner_verbose_is_a_config_option():
     assert compose_cfg().runner.verbose is False
 
 
+@pytest.mark.slow  # ~40 s with a real framework; the default-run stderr test above stays in the default suite
 def test_a_real_frameworks_chatter_goes_to_the_file_not_stderr(tmp_path):
     pytest.importorskip("keras")
     log = tmp_path / "actor.log"

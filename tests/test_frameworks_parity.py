@@ -112,6 +112,7 @@ def test_gate_passes_keras_vs_pytorch(head):
         assert fw["gate"][head]["param_counts"] == build_spec(TINY_MODEL, head, IMAGE_SIZE).param_counts()
 
 
+@pytest.mark.slow  # ~1 min; the keras-vs-pytorch multiclass gate and the default job's gate stay in the default suite
 def test_gate_passes_keras_jax_vs_pytorch():
     for head in HEADS:
         verdict = compare({"keras_jax": probe("keras_jax")["gate"][head], "pytorch": probe("pytorch")["gate"][head]})

@@ -71,6 +71,7 @@ def test_execution_table_names_every_mode_and_the_impossible_ones():
     assert unsupported("keras_jax", "default", True, "cpu") is None
 
 
+@pytest.mark.slow  # ~35 s: a fresh keras_torch process
 def test_keras_torch_never_imports_tensorflow():
     code = textwrap.dedent("""
         import sys
