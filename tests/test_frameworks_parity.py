@@ -82,10 +82,10 @@ def test_gate_helpers_are_framework_free_and_consistent():
     # In a fresh process: this one may already hold a framework that another test imported.
     probe = ("import sys; from frameworks.parity import build_spec, gate_batch, bn_sample_counts, without_dropout; "
              f"s = build_spec({TINY_MODEL!r}, 2, {IMAGE_SIZE}); without_dropout(s); gate_batch(s, 0, 8); "
-             "bn_sample_counts(s, 8); print(sorted({m.split('.')[0] for m in sys.modules}))")
+             "bn_sample_counts(s, 8); import json; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert not DL_MODULES & set(eval(out.stdout.strip().splitlines()[-1]))
+    assert not DL_MODULES & set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def test_cli_rejects_bad_input_with_one_clear_error(capsys):
