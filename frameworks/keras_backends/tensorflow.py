@@ -140,7 +140,12 @@ class Backend(KerasBackend):
 
         orientations, bank = self._device_bank(batches)
         rows = P.bank_rows(batches.order, batches.hflip, batches.vflip, batches.rot90, len(batches.x), orientations)
-        scale, shift = (tf.constant(a) for a in P.normalisation_affine(batches.mean, batches.std))
+        # Scale and shift pre-broadcast to one image (H, W, C): the same float32 products and sums as
+        # per-channel vectors, but TensorFlow's CPU kernels broadcast a [C] vector over a whole batch
+        # ~4× slower than an image-shaped operand over the batch axis (measured on a 2-core CPU,
+        # 64×64 batches of 64: 8,300 → 37,500 img/s for gather + cast + normalise).
+        scale, shift = (tf.constant(np.broadcast_to(a, batches.x.shape[1:]).copy())
+                        for a in P.normalisation_affine(batches.mean, batches.std))
         y = np.asarray(batches.y[batches.order])
         targets = y.astype(np.float32)[:, None] if binary else y.astype(np.int64)
 
@@ -150,8 +155,12 @@ class Backend(KerasBackend):
         # Nothing to tune (one whole-batch map, one batch ahead): with autotuning on, tf.data runs a model
         # thread per iterator whose teardown waits for its next wake-up — ~5 s added to about one epoch
         # in three (measured: 10.4 s instead of 5.2 s, all of it after the last step).
+        # tf.data's default static optimisations serialise the dataset's graph — the whole image bank,
+        # captured as a constant — every time an iterator is made, i.e. every epoch: 0.78 s per epoch for
+        # an 805 MB bank (measured; 0.01 s without). One batch-level map has nothing for them to fuse.
         options = tf.data.Options()
         options.autotune.enabled = False
+        options.experimental_optimization.apply_default_optimizations = False
         return (tf.data.Dataset.from_tensor_slices((rows, targets)).batch(batches.batch_size)
                 .map(load).prefetch(1).with_options(options))
 
@@ -198,8 +207,8 @@ class Backend(KerasBackend):
     def device_inference_input(self, x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> Any:
         import tensorflow as tf
 
-        scale, shift = P.normalisation_affine(mean, std)
-        with tf.device("/GPU:0" if tf.config.get_visible_devices("GPU") else "/CPU:0"):
+        scale, shift = (np.broadcast_to(a, x.shape[1:]).copy() for a in P.normalisation_affine(mean, std))
+        with tf.device("/GPU:0" if tf.config.get_visible_devices("GPU") else "/CPU:0"):  # image-shaped: see above
             return tf.identity(tf.constant(np.ascontiguousarray(x))), tf.constant(scale), tf.constant(shift)
 
     def normalise(self, batch: Any) -> Any:
