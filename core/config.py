@@ -28,7 +28,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from core.registry import FRAMEWORKS
 
 PRECISIONS = ("fp32", "tf32", "mixed_bf16")
-EXECUTION_MODES = ("default", "compiled")  # frameworks.base.EXECUTION_MODES
+EXECUTION_MODES = ("default", "compiled")  # parity.execution (frameworks.base documents what each means)
 ON_CORRUPT = ("error", "skip")
 GRID_AXES = ("data", "model", "precision", "execution", "pipeline", "device", "batch_size", "seed", "framework")
 

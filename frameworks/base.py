@@ -40,11 +40,11 @@ from typing import Any
 import numpy as np
 
 from core.batches import Batches  # noqa: F401  (part of the contract; defined in the ground floor)
+from core.config import ParityConfig
 from core.registry import framework
 from core.spec import ModelSpec
 from frameworks.pipeline import PipelineSettings
 
-EXECUTION_MODES = ("default", "compiled")
 
 
 @dataclass(frozen=True)
@@ -66,17 +66,17 @@ class ParitySettings:
 
     @classmethod
     def from_config(cls, cfg: Any) -> "ParitySettings":
+        """Checked by the one schema of the parity group (``core.config.ParityConfig``: same keys,
+        choices and ranges, same messages as at composition), for callers that do not go through Hydra."""
         data = dict(cfg)
         if "compile" in data:
             raise ValueError("parity.compile (off|on) was replaced by parity.execution (default|compiled)")
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(ParityConfig.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown parity knob(s): {sorted(unknown)}; known: {sorted(known)}")
-        out = cls(**data)
-        if out.execution not in EXECUTION_MODES:
-            raise ValueError(f"parity.execution must be one of {list(EXECUTION_MODES)}, got {out.execution!r}")
-        return out
+        ParityConfig(**data)  # raises core.config.ConfigError (a ValueError) naming the knob
+        return cls(**data)
 
 
 @dataclass(frozen=True)

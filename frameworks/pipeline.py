@@ -27,7 +27,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-PIPELINES = ("device", "native")
+from core.config import PipelineConfig
+
 #: Orientation ``o`` = ``hflip + 2 * quarter_turns``: hflip (mirror left-right) first, then ``k``
 #: counter-clockwise quarter turns (``np.rot90(k, axes=(1, 2))``). Every (hflip, vflip, rot90) draw is
 #: one of these eight (vflip = hflip followed by a half turn).
@@ -44,18 +45,18 @@ class PipelineSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> "PipelineSettings":
+        """Checked by the pipeline group's one schema (``core.config.PipelineConfig``: same choices, ranges
+        and messages as at composition), for callers that do not go through Hydra."""
         data = dict(cfg or {})
-        unknown = set(data) - set(cls.__dataclass_fields__)
+        unknown = set(data) - set(PipelineConfig.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown pipeline option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        out = cls(**data)
-        if out.name not in PIPELINES:
-            raise ValueError(f"pipeline must be one of {list(PIPELINES)}, got {out.name!r}")
-        for key in ("workers", "prefetch"):
-            value = getattr(out, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"pipeline.{key} must be an integer >= 0, got {value!r}")
-        return out
+            raise ValueError(f"unknown pipeline option(s) {sorted(unknown)}; "
+                             f"known: {sorted(PipelineConfig.__dataclass_fields__)}")
+        bad = [k for k in ("workers", "prefetch") if k in data and type(data[k]) is not int]
+        if bad:  # Hydra's typed schema converts; a direct caller's 2.5 or True is refused here
+            raise ValueError(f"train.pipeline.{bad[0]}: must be an integer, got {data[bad[0]]!r}")
+        PipelineConfig(**data)  # raises core.config.ConfigError (a ValueError) naming the option
+        return cls(**data)
 
 
 def _orientation_grid(height: int, width: int, hflip: bool, vflip: bool, turns: int) -> np.ndarray:

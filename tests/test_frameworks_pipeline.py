@@ -55,8 +55,10 @@ def test_normalisation_affine_equals_the_reference_formula():
 
 def test_pipeline_settings_and_step_summary():
     assert P.PipelineSettings.from_config({"name": "native", "workers": 3}).workers == 3
-    for bad in ({"name": "gpu"}, {"workers": -1}, {"threads": 2}):
-        with pytest.raises(ValueError):
+    for bad, culprit in (({"name": "gpu"}, "train.pipeline.name"), ({"workers": -1}, "train.pipeline.workers"),
+                         ({"threads": 2}, "threads"), ({"prefetch": True}, "train.pipeline.prefetch"),
+                         ({"workers": 2.5}, "train.pipeline.workers")):
+        with pytest.raises(ValueError, match=culprit):
             P.PipelineSettings.from_config(bad)
     summary = P.step_time_summary([0.1] * 9 + [1.1])
     assert summary["steps"] == 10 and summary["step_seconds_median"] == pytest.approx(0.1)
@@ -98,3 +100,19 @@ def test_keras_torch_never_imports_tensorflow():
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("MODULES"))
     assert "tensorflow" not in line and "torch" in line, line
+
+
+def test_settings_are_checked_by_the_one_schema_of_their_config_group():
+    """The adapters' settings and the Hydra schemas (core.config) have the same knobs, and a direct
+    caller's bad value gets the composition's message naming the knob."""
+    from core.config import ParityConfig, PipelineConfig
+    from frameworks.base import ParitySettings
+
+    assert set(ParitySettings.__dataclass_fields__) == set(ParityConfig.__dataclass_fields__)
+    assert set(P.PipelineSettings.__dataclass_fields__) == set(PipelineConfig.__dataclass_fields__)
+    assert ParitySettings.from_config({"execution": "compiled"}).execution == "compiled"
+    for bad, culprit in (({"execution": "eager"}, "parity.execution"), ({"adam_beta_1": 1.0}, "parity.adam_beta_1"),
+                         ({"cpu_threads": 0}, "parity.cpu_threads"), ({"compile": "on"}, "parity.execution"),
+                         ({"jit": True}, "jit")):
+        with pytest.raises(ValueError, match=culprit):
+            ParitySettings.from_config(bad)

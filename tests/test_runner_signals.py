@@ -288,7 +288,7 @@ def test_the_stop_path_by_phase_with_real_signals_and_no_ray():
 
 
 def test_only_our_ray_sessions_processes_are_found_and_ended_and_a_dead_raylet_is_named(tmp_path, monkeypatch):
-    from runner import ray_session
+    from runner import local_head
 
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     ours, theirs = 4242420, 4242421  # the pids in the session names (Ray names a session after its starter)
@@ -296,9 +296,9 @@ def test_only_our_ray_sessions_processes_are_found_and_ended_and_a_dead_raylet_i
     procs = {pid: subprocess.Popen([sys.executable, "-c", sleeper, f"--session-dir=/tmp/ray/session_2026-01-01_00-00-00_1_{pid}"])
              for pid in (ours, theirs)}
     try:
-        found = ray_session.leftover_processes(wait_s=0, pid=ours)
+        found = local_head.leftover_processes(wait_s=0, pid=ours)
         assert found == [procs[ours].pid]  # never the other session's process
-        assert ray_session.end_leftovers(wait_s=0, pid=ours) == [procs[ours].pid]
+        assert local_head.end_leftovers(wait_s=0, pid=ours) == [procs[ours].pid]
         procs[ours].wait(timeout=10)
         assert procs[theirs].poll() is None
     finally:
@@ -308,5 +308,5 @@ def test_only_our_ray_sessions_processes_are_found_and_ended_and_a_dead_raylet_i
     logs.mkdir(parents=True)
     (logs / "raylet.err").write_text("[2026-01-01 00:00:18,000 C 7 7] (raylet) node_manager.cc:3576: An unexpected "
                                      "system state ... Check failed: x Timed out waiting for file /tmp/x/metrics\n")
-    assert ray_session.raylet_failure(pid=ours) == "x Timed out waiting for file /tmp/x/metrics"
-    assert ray_session.raylet_failure(pid=theirs) is None
+    assert local_head.raylet_failure(pid=ours) == "x Timed out waiting for file /tmp/x/metrics"
+    assert local_head.raylet_failure(pid=theirs) is None
