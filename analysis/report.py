@@ -456,6 +456,12 @@ def _dx_table(ok: pd.DataFrame, source_root: Path) -> dict:
             "missing": [fw for fw in ADAPTER_FILES if all(v is None for v in counts[fw].values())]}
 
 
+def _framework_version(name: str, version: str) -> str:
+    """``keras_jax: Keras (JAX), keras 3.12.0`` — the registry's label and package beside the result's name."""
+    row = FRAMEWORKS.get(name)
+    return f"{name}: {row.label}, {row.package} {version}" if row else f"{name} {version}"
+
+
 def _environment(results: Results) -> dict:
     ok = results.ok_runs
     runs = results.runs
@@ -487,8 +493,8 @@ def _environment(results: Results) -> dict:
                        "other": _pretty(meta) if meta else "", "from_fragments": s.from_fragments})
     return {"frameworks": frameworks, "versions": version_rows, "devices": devices, "device_cols": dev_cols,
             "hosts": uniq("host"), "git_shas": uniq("git_sha"), "sweep_ids": uniq("sweep_id"),
-            "framework_versions": sorted({f"{r.framework} {r.framework_version}" for r in ok.itertuples(index=False)
-                                          if getattr(r, "framework_version", None)}),
+            "framework_versions": sorted({_framework_version(r.framework, r.framework_version)
+                                          for r in ok.itertuples(index=False) if getattr(r, "framework_version", None)}),
             "started": "" if started is None or pd.isna(started) else started.isoformat(timespec="seconds"),
             "ended": "" if ended is None or pd.isna(ended) else ended.isoformat(timespec="seconds"),
             "sweeps": sweeps}
@@ -647,6 +653,7 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
         "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "dirs": [str(s.path) for s in results.dirs],
         "frameworks": frameworks,
+        "framework_labels": [f"{fw} = {FRAMEWORKS[fw].label}" if fw in FRAMEWORKS else fw for fw in frameworks],
         "style": style,
         "constant_conditions": constant_conditions(conditions),
         "n_ok": len(ok), "n_failed": len(failed), "n_conditions": len(conditions),

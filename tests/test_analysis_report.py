@@ -58,6 +58,9 @@ def test_first_screen_is_the_verdict_table(built):
     # 3 paired seeds are enough for a 1.43× speed difference: a verdict, not a request for more seeds
     assert "pytorch better (exceeds the margin)" in table
     assert "inconclusive — ~" in table and "seeds would settle it" in table  # the rest: a seeds hint
+    # what each framework name means, from the registry (keras alone would not say which backend)
+    assert "keras = Keras (TensorFlow); pytorch = PyTorch" in html[:verdict_at]
+    assert "keras: Keras (TensorFlow), keras 9.9" in html and "pytorch: PyTorch, torch 9.9" in html
     assert "Images per second" not in table and "Training throughput" not in table  # duplicates are not headline
     assert "dropped keras: 1" not in table and "(dropped pytorch: 1)" in table  # keras seed 3 failed
     assert "PAIRING: " in html[:verdict_at] and "pytorch seed(s) 3 have no keras partner" in html[:verdict_at]
