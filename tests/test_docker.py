@@ -313,6 +313,9 @@ def test_compose_ray_nodes():
     assert "--dashboard-host=0.0.0.0" in head and "--num-cpus=0" in head and "--num-gpus=0" in head
     for name, service in services.items():
         assert service.get("shm_size"), f"{name}: no shm_size for Ray's object store"
+        env = service["environment"]  # token auth on every node and the job, with one required secret
+        assert env["RAY_AUTH_MODE"] == "token", name
+        assert env["RAY_AUTH_TOKEN"].startswith("${KVP_RAY_TOKEN:?"), f"{name}: the token must be required"
         mounts = {v.split(":")[1]: v for v in service["volumes"]}
         assert mounts["/data"].endswith(":ro"), f"{name}: every node reads the dataset, read-only"
         assert mounts["/cache"].startswith("dataset-cache:"), f"{name}: KVP_CACHE_DIR not on the cache volume"
