@@ -219,7 +219,10 @@ echo "running: python -m runner data=synthetic train=tiny (as UID 1000, outputs 
 set +e
 # runc, not crun (crun rejects this host's hybrid cgroups); explicit rlimits (root here lacks
 # CAP_SYS_RESOURCE, so podman's defaults fail with setrlimit EPERM); /dev/shm for Ray's store.
-podman --runtime runc run --rm --network host \
+# --network none: the run needs no network (the image is offline-ready), and a Ray head sharing the
+# host's network namespace cannot start while another Ray runs on the host (measured: the driver dies
+# in ray.init with "Failed to register worker to Raylet ... End of file"; with its own namespace it runs).
+podman --runtime runc run --rm --network none \
     --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 --shm-size=2g \
     -v "$OUT:/app/outputs:z" "$TAG" data=synthetic train=tiny
 rc=$?
@@ -234,7 +237,7 @@ PARQUET="$(find "$OUT" -mindepth 3 -maxdepth 3 -name runs.parquet | head -n1)"
 [ "$(stat -c %u "$PARQUET")" = 1000 ] || die "$PARQUET is owned by UID $(stat -c %u "$PARQUET"), not 1000"
 REL="${PARQUET#"$OUT"/}"
 echo "files written:"; (cd "$OUT" && find . -type f | sort | sed 's/^/  /')
-podman --runtime runc run --rm -i --network host --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 \
+podman --runtime runc run --rm -i --network none --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 \
     -v "$OUT:/app/outputs:ro,z" --entrypoint python "$TAG" - "/app/outputs/$REL" <<'EOF'
 import sys
 import pandas as pd

@@ -260,7 +260,7 @@ def _fragment_nodes(out: Path) -> list[str]:
 
 
 def test_a_lost_node_s_cells_are_retried_and_stay_paired(cluster, tmp_path):
-    """Runs last: it kills the H100 worker in the middle of a sweep."""
+    """Runs after the others but one: it kills the H100 worker in the middle of a sweep."""
     out = tmp_path / "out"
     args = [*PAIRS, "grid.seed=[0,1,2,3,4,5]",
             f"runner.address={cluster.address}", f"hydra.run.dir={out}"]
@@ -285,3 +285,33 @@ def test_a_lost_node_s_cells_are_retried_and_stay_paired(cluster, tmp_path):
     # What moved went to the A100 node (the only one left), the pair's finished H100 partner with it.
     assert (df[df.attempt > 1].accelerator_type == "A100").all()
     assert "to stay paired" in stdout or "retrying" in stdout
+
+
+def test_a_node_that_joins_mid_sweep_gets_cells(cluster, tmp_path):
+    """Runs last, after the H100 node was killed: only the A100 node is left when a sweep starts; an L4
+    node joins while it runs, and the next dispatch rounds (the node list is re-read every 5 s) give
+    it cells — each pair still on one GPU. The fake cells sleep 3 s per step, so the sweep outlasts
+    the node's start-up (~15-30 s here) by about a minute."""
+    out = tmp_path / "out"
+    args = [*PAIRS, f"grid.seed=[{','.join(map(str, range(16)))}]", "framework.fake.step_sleep_s=3.0",
+            f"runner.address={cluster.address}", f"hydra.run.dir={out}"]
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=Path(__file__).resolve().parents[1],
+                            env=cli_env(**cluster.env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 400
+        while not _fragment_nodes(out):  # the sweep is dispatching on the nodes it found at its start
+            assert proc.poll() is None and time.time() < deadline, "no cell finished"
+            time.sleep(0.5)
+        cluster.start("l4", _worker(cluster.address, "L4"))
+        cluster.wait_nodes(3)  # head + A100 + L4
+        cluster.unboost()
+        joined_at = time.time()
+        stdout, _ = proc.communicate(timeout=500)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stdout[-6000:]
+    df = runs(out)
+    assert len(df) == 32 and set(df.status) == {"ok"}
+    assert set(df.accelerator_type) == {"A100", "L4"}, (time.time() - joined_at, df.accelerator_type.value_counts())
+    _assert_pairs_share(df, same_gpu=True)
