@@ -46,7 +46,6 @@ from core.spec import ModelSpec
 from frameworks.pipeline import PipelineSettings
 
 
-
 @dataclass(frozen=True)
 class ParitySettings:
     """The knobs of ``conf/parity/*.yaml``; ``None`` means "this framework's own default"."""

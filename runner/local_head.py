@@ -107,7 +107,7 @@ class LocalHead:
         failure = raylet_failure(pid=self.proc.pid if self.proc else None)
         if failure:
             return f"the raylet died: {failure}"
-        errors = [l for l in self.lines if "Error" in l or "error" in l or "failed" in l.lower()]
+        errors = [line for line in self.lines if "error" in line.lower() or "failed" in line.lower()]
         return " ".join((errors or self.lines or ["no output"])[-2:])[:400]
 
     def stop(self) -> None:
