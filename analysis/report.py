@@ -30,42 +30,12 @@ from analysis.options import AnalysisError, AnalysisOptions
 from analysis.summary import WARNING_PREFIX, conditions_table, constant_conditions, summarize
 from core.atomic import atomic_path
 from core.gate import GateCheck, GateRecord
-from core.registry import FRAMEWORKS
+from core.registry import DX_ASPECTS, FRAMEWORKS
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 MAX_CONDITION_FIGURES = 24  # per-condition figure sets beyond this are left to the tables
 MAX_PAIRED_CONDITIONS = 6  # columns of the per-seed paired figure
 PAIRED_METRICS = ("median_epoch_seconds", "accuracy")  # the headline speed and quality metric, seed by seed
-
-# Developer-experience table (Keras vs PyTorch): fair, brief, qualitative. The measured evidence
-# (lines of code, import time, time to first step) is added per row from this code base and the runs.
-DX_ROWS: list[tuple[str, str, str, str]] = [
-    ("API level", "api",
-     "High level: Model + compile/fit/evaluate/predict, callbacks for hooks; one code base runs on the "
-     "TensorFlow, JAX or PyTorch backend.",
-     "Lower level: nn.Module + a loop you write; high-level trainers (Lightning, Ignite, …) are separate packages."),
-    ("Model definition", "model-definition",
-     "Sequential/functional API; input shapes inferred; channels-last (NHWC) by default.",
-     "nn.Module/nn.Sequential; input channels stated per layer (or Lazy modules); channels-first (NCHW)."),
-    ("Data loading", "data-pipeline",
-     "tf.data on the TensorFlow backend, keras.utils.PyDataset elsewhere; NumPy arrays accepted directly.",
-     "Dataset + DataLoader (workers, pinned memory); torchvision transforms."),
-    ("Training loop", "training-loop",
-     "fit owns the loop; custom steps by overriding train_step.",
-     "Written by hand: forward, loss, backward, step, zero_grad — full control, more code."),
-    ("Debugging", "debugging",
-     "fit traces/compiles the step by default (XLA auto-jit on TensorFlow); run_eagerly=True for "
-     "step-through debugging.",
-     "Eager by default: pdb and prints work inside the step; torch.compile is opt-in."),
-    ("Ecosystem & deployment", "ecosystem",
-     "SavedModel → TF Serving / LiteRT on the TensorFlow backend, model.export; pretrained models in KerasHub.",
-     "torch.export / ONNX, ExecuTorch for mobile; most research code and pretrained weights "
-     "(Hugging Face, timm, torchvision)."),
-]
-
-#: The adapter source of the two frameworks the table compares, from the registry (core.registry).
-ADAPTER_FILES = {name: FRAMEWORKS[name].adapter.split(":")[0].replace(".", "/") + ".py" for name in ("keras", "pytorch")}
-
 
 # --------------------------------------------------------------------------------------------- formatting
 
@@ -184,7 +154,7 @@ def _pair_label(row) -> str:
     return f"{row.framework_a} vs {row.framework_b}"
 
 
-def _verdict_sections(summary: pd.DataFrame, conditions: pd.DataFrame, style: dict) -> list[dict]:
+def verdict_sections(summary: pd.DataFrame, conditions: pd.DataFrame, style: dict) -> list[dict]:
     """One block per condition: the headline family rows (one primary metric per question and pair)."""
     pairs = summary[(summary["row_kind"] == "pair") & (summary["family"] == "headline")]
     out = []
@@ -347,7 +317,7 @@ def _failed_cells(runs: pd.DataFrame) -> list[dict]:
     return out
 
 
-def _gate_views(dirs) -> list[dict]:
+def gate_views(dirs) -> list[dict]:
     """One view per gate check (``core.gate.GateRecord``); a record without checks is one view."""
     views = []
     for sweep in dirs:
@@ -415,45 +385,46 @@ def gate_view(check: GateCheck, source: str, directory: str) -> dict:
     return view
 
 
-def _dx_table(ok: pd.DataFrame, source_root: Path) -> dict:
-    counts = {fw: loc.count_regions(source_root / path) for fw, path in ADAPTER_FILES.items()}
-    totals = {fw: loc.count_file(source_root / path) for fw, path in ADAPTER_FILES.items()}
+def dx_table(ok: pd.DataFrame, source_root: Path) -> dict:
+    """The developer-experience table: one column per framework in the results, one row per aspect
+    (``core.registry.DX_ASPECTS``); each cell is the registry's note on that framework and what this code
+    base measures for it — lines of code of its adapter (``# region:`` markers), time to first step, cold
+    import time."""
+    frameworks = sorted(ok["framework"].astype(str).unique(), key=framework_sort_key) if len(ok) else []
+    files = {fw: FRAMEWORKS[fw].adapter_file for fw in frameworks if fw in FRAMEWORKS}
+    counts = {fw: loc.count_regions(source_root / path) for fw, path in files.items()}
+    totals = {fw: loc.count_file(source_root / path) for fw, path in files.items()}
 
-    def loc_text(region: str) -> str:
-        parts = []
-        for fw in ADAPTER_FILES:
-            v = counts[fw][region] if region in counts[fw] else totals[fw]
-            parts.append(f"{fw}: {v if v is not None else 'n/a'}")
-        return "lines of code — " + ", ".join(parts)
+    def lines(fw: str, region: str | None) -> str:
+        if fw not in files:
+            return "n/a (not in the registry)"
+        v = totals[fw] if region is None else counts[fw].get(region, totals[fw])
+        return f"{v if v is not None else 'n/a'} lines of code" + (" (whole adapter)" if region is None else "")
 
-    def timing(column: str, positive_only: bool) -> str:
-        if column not in ok:
-            return "n/a"
-        parts = []
-        for fw, grp in sorted(ok.groupby("framework"), key=lambda kv: framework_sort_key(kv[0])):
-            v = grp[column].dropna()
-            if positive_only:
-                v = v[v > 0]  # results before schema 2 wrote 0 (not a measurement) for a reused process
-            if len(v):
-                parts.append(f"{fw}: {fmt_num(v.median())} s (median, n={len(v)}"
-                             + (" fresh processes)" if positive_only else ")"))
-        return ", ".join(parts) or "n/a"
+    def timing(fw: str, column: str, positive_only: bool, what: str) -> str:
+        v = ok.loc[ok["framework"] == fw, column].dropna() if column in ok else pd.Series(dtype=float)
+        if positive_only:
+            v = v[v > 0]  # results before schema 2 wrote 0 (not a measurement) for a reused process
+        if not len(v):
+            return f"{what}: n/a"
+        return f"{what} {fmt_num(v.median())} s (median, n={len(v)}" + (" fresh processes)" if positive_only else ")")
 
-    evidence = {
-        "api": "whole adapter, " + ", ".join(f"{fw}: {totals[fw] if totals[fw] is not None else 'n/a'}" for fw in ADAPTER_FILES)
-        + " lines of code",
-        "model-definition": loc_text("model-definition"),
-        "data-pipeline": loc_text("data-pipeline"),
-        "training-loop": loc_text("training-loop"),
-        "debugging": "time to first training step (build + first step: the wait in an edit–run cycle) — "
-        + timing("time_to_first_step_seconds", positive_only=False),
-        "ecosystem": "framework import + runtime set-up, cold start (measured once in each fresh actor process "
-        "before anything else; reused processes report none) — " + timing("import_seconds", positive_only=True),
+    measured = {
+        "api": lambda fw: lines(fw, None),
+        "model-definition": lambda fw: lines(fw, "model-definition"),
+        "data-pipeline": lambda fw: lines(fw, "data-pipeline"),
+        "training-loop": lambda fw: lines(fw, "training-loop"),
+        "debugging": lambda fw: timing(fw, "time_to_first_step_seconds", False, "time to first step"),
+        "ecosystem": lambda fw: timing(fw, "import_seconds", True, "cold import"),
     }
-    return {"rows": [{"aspect": aspect, "keras": k, "pytorch": p, "evidence": evidence[key]}
-                     for aspect, key, k, p in DX_ROWS],
-            "files": ADAPTER_FILES,
-            "missing": [fw for fw in ADAPTER_FILES if all(v is None for v in counts[fw].values())]}
+    rows = [{"aspect": heading,
+             "cells": [{"note": (FRAMEWORKS[fw].notes.get(key) if fw in FRAMEWORKS else None) or "—",
+                        "measured": measured[key](fw)} for fw in frameworks]}
+            for key, heading in DX_ASPECTS.items()]
+    return {"frameworks": [{"name": fw, "label": FRAMEWORKS[fw].label if fw in FRAMEWORKS else fw}
+                           for fw in frameworks],
+            "rows": rows, "files": files,
+            "missing": [fw for fw in files if all(v is None for v in counts[fw].values())]}
 
 
 def _framework_version(name: str, version: str) -> str:
@@ -581,7 +552,7 @@ def _condition_figures(results: Results, conditions: pd.DataFrame, cond_codes: n
     return out
 
 
-def _figure_notes(fw_rows: pd.DataFrame, conditions: pd.DataFrame, frameworks: list[str]) -> dict[str, str]:
+def figure_notes(fw_rows: pd.DataFrame, conditions: pd.DataFrame, frameworks: list[str]) -> dict[str, str]:
     """The sentence shown where a figure is left out because it would show nothing."""
     from analysis import plots
 
@@ -665,23 +636,23 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
         "notes": notes, "warnings": warnings,
         "adaptive": [{"dir": str(s.path), **s.metadata["adaptive_seeds"]} for s in results.dirs
                      if isinstance(s.metadata.get("adaptive_seeds"), dict)],
-        "verdict_sections": _verdict_sections(summary, conditions, style),
+        "verdict_sections": verdict_sections(summary, conditions, style),
         "metric_tables": _metric_tables(summary, conditions),
         "mcnemar": _mcnemar_table(summary),
         "forest": plots.forest_plot(headline, style),
         "paired": plots.paired_seed_plot(ok.assign(condition_id=cond_codes), list(PAIRED_METRICS), frameworks,
                                          conditions, style, max_conditions=MAX_PAIRED_CONDITIONS),
-        "figure_notes": _figure_notes(fw_rows, conditions, frameworks),
+        "figure_notes": figure_notes(fw_rows, conditions, frameworks),
         "scaling": plots.scaling_plot(fw_rows, style),
         "memory": plots.memory_plot(fw_rows, style),
         "condition_figures": _condition_figures(results, conditions, cond_codes, style),
         "more_conditions": max(0, len(conditions) - MAX_CONDITION_FIGURES),
         "has_epochs": results.epochs is not None, "has_predictions": results.predictions is not None,
         "knobs": _knob_table(ok),
-        "gates": _gate_views(results.dirs),
+        "gates": gate_views(results.dirs),
         "split": split,
         "failed": failed,
-        "dx": _dx_table(ok, Path(source_root) if source_root else PROJECT_ROOT),
+        "dx": dx_table(ok, Path(source_root) if source_root else PROJECT_ROOT),
         "env": _environment(results),
     }
     html = render_html(context)

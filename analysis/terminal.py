@@ -1,6 +1,6 @@
 """The report's first screen in the terminal: the headline verdicts of ``summary.parquet`` as a rich table.
 
-The rows are exactly the report's verdict table (``analysis.report._verdict_sections`` over the
+The rows are exactly the report's verdict table (``analysis.report.verdict_sections`` over the
 summary the analysis wrote): question, metric, A vs B, estimate [95 % CI], verdict — one block per
 condition. Nothing is computed here.
 """
@@ -16,13 +16,13 @@ import pyarrow.parquet as pq
 
 def verdict_rows(summary: pd.DataFrame) -> list[dict]:
     """The report's verdict sections (one per condition, each with its headline rows)."""
-    from analysis.report import _verdict_sections
+    from analysis.report import verdict_sections
 
     if summary.empty or "condition_id" not in summary:
         return []
     conditions = (summary[["condition_id", "condition"]].dropna(subset=["condition_id"])
                   .drop_duplicates("condition_id").sort_values("condition_id"))
-    return _verdict_sections(summary, conditions, {})
+    return verdict_sections(summary, conditions, {})
 
 
 def print_verdict(summary_path: Path, file=None) -> None:
@@ -31,8 +31,9 @@ def print_verdict(summary_path: Path, file=None) -> None:
     from rich.text import Text
 
     out = file or sys.stdout
-    width = shutil.get_terminal_size((120, 24)).columns if out.isatty() else 120
-    console = Console(file=out, width=max(width, 100), highlight=False, soft_wrap=False)
+    # On a terminal: its width less one column (a full-width line can wrap in some terminals); piped: 120.
+    width = max(shutil.get_terminal_size((120, 24)).columns - 1, 79) if out.isatty() else 120
+    console = Console(file=out, width=width, highlight=False, soft_wrap=False)
     summary = pq.read_table(summary_path).to_pandas()
     sections = [s for s in verdict_rows(summary) if s["rows"]]
     if not sections:

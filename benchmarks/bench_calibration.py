@@ -134,7 +134,7 @@ def power(sc: Scenario, metric: str, winner: str, reps: int, rng, options) -> fl
 
 def adaptive(sc: Scenario, reps: int, rng, options, *, start: int = 3, max_seeds: int = 20,
              target: float = 1.0) -> tuple[pd.DataFrame, np.ndarray]:
-    """The adaptive-seeds procedure (``runner.adaptive_seeds``), simulated: every report starts with
+    """The adaptive-seeds procedure (``runner.sweep.adaptive``), simulated: every report starts with
     ``start`` seeds and gains one seed at a time until every headline 95 % half-width is within
     ``target`` × its margin (``analysis.planning``'s rule) or ``max_seeds`` is reached. Returns the
     pair rows of each report at its stopping time and the number of seeds each one used."""

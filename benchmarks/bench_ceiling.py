@@ -40,8 +40,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from core import spec as S  # noqa: E402  (framework-free)
-from frameworks.base import Batches, ParitySettings, TrainSettings  # noqa: E402
-from frameworks.pipeline import PipelineSettings  # noqa: E402
+from core.config import ParityConfig, PipelineConfig, TrainConfig  # noqa: E402
+from frameworks.base import Batches  # noqa: E402
 from core.batches import apply_augment  # noqa: E402
 from core.seeding import rng  # noqa: E402
 
@@ -234,17 +234,17 @@ def worker(args: argparse.Namespace) -> dict:
     plan = make_plan(args.samples, args.image_size, args.num_classes, args.batch_size)
     results, null = [], None
     for mode in args.modes:
-        parity = ParitySettings(cpu_threads=args.threads, execution=mode, deterministic=False)
+        parity = ParityConfig(cpu_threads=args.threads, execution=mode, deterministic=False)
         t0 = time.perf_counter()
-        adapter = get_adapter(fw, parity, args.device, PipelineSettings())
+        adapter = get_adapter(fw, parity, args.device, PipelineConfig())
         import_s = time.perf_counter() - t0
         for model_name in args.models:
             spec = getattr(S, model_name)(args.num_classes, args.image_size)
-            train = TrainSettings(batch_size=args.batch_size, learning_rate=1e-3)
+            train = TrainConfig(batch_size=args.batch_size, learning_rate=1e-3)
             adapter.build(spec, train, S.init_weights(spec, 0))
             bare = BARE[fw](adapter, spec, parity, plan, train.learning_rate)
             for pipeline in args.pipelines:
-                adapter.set_pipeline(PipelineSettings(name=pipeline, workers=args.workers, prefetch=2))
+                adapter.set_pipeline(PipelineConfig(name=pipeline, workers=args.workers, prefetch=2))
 
                 def adapter_epoch() -> None:
                     adapter.train_epoch(plan)
@@ -263,7 +263,7 @@ def worker(args: argparse.Namespace) -> dict:
                     "knobs": {k: adapter.knobs()[k] for k in ("execution", "compile_detail", "memory_format", "data_pipeline")},
                 })
         if null is None and not args.no_null_model:
-            adapter.set_pipeline(PipelineSettings())
+            adapter.set_pipeline(PipelineConfig())
             null_plan = make_plan(args.null_samples, args.image_size, args.num_classes, args.batch_size, seed=1)
             epoch = data_path_epoch(fw, adapter, null_plan)
             epoch()  # warm-up: the device bank, tracing

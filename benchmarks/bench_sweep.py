@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from runner import CONF_DIR  # noqa: E402
-from runner.sweep import run_sweep  # noqa: E402
+from runner.sweep.run import run_sweep  # noqa: E402
 
 
 def overrides(args: argparse.Namespace, out: Path) -> list[str]:

@@ -8,14 +8,18 @@ checks it against its schema: an unknown key or a wrong type fails there, with H
 message. ``validate(cfg)`` then builds the dataclasses (``OmegaConf.to_object``), whose
 ``__post_init__`` checks ranges and choices — one ``ConfigError`` naming the key. Checks that need
 more than one group or the data itself (model fits the image size, data path, classes, batch size
-versus the training split) live in ``runner/checks.py``; both run before Ray starts.
+versus the training split) live in ``runner/planning/checks.py``; both run once per sweep, before Ray starts.
+
+These dataclasses are the ONE typed form of each group, from composition to the adapter: the ones
+an adapter receives (``ParityConfig``, ``TrainConfig`` with its ``PipelineConfig`` and
+``InferenceConfig``, the ``framework`` node) are frozen, so no adapter can change what the row records.
 
 Groups and their schemas: ``data`` (``base_folder``, ``base_eurosat``, ``base_synthetic``), ``model``
 (``base_cnn``), ``framework`` (``base_framework``, ``base_pytorch``, ``base_fake``), ``parity``
 (``base_parity``), ``train`` (``base_train``), ``runner`` (``base_runner``), ``report``
 (``base_report``), and the root (``base_config``, with ``grid``). A new group adds its dataclass
-here, an entry in ``SCHEMAS`` and a field where its package puts it (``pipeline`` lands at
-``train.pipeline``: ``TrainConfig.pipeline``, typed by ``PipelineConfig``).
+here, an entry in ``SCHEMAS`` (or ``PACKAGED``) and a field where its package puts it (``pipeline``
+lands at ``train.pipeline``: ``TrainConfig.pipeline``, typed by ``PipelineConfig``).
 """
 from __future__ import annotations
 
@@ -30,6 +34,9 @@ from core.registry import FRAMEWORKS
 PRECISIONS = ("fp32", "tf32", "mixed_bf16")
 EXECUTION_MODES = ("default", "compiled")  # parity.execution (frameworks.base documents what each means)
 ON_CORRUPT = ("error", "skip")
+#: The grid's axes in expansion order (the one tuple; ``runner.planning.grid`` expands them): the framework
+#: axis is innermost, so consecutive cells form blocks that differ only in the framework (the unit that
+#: ``runner.planning.grid.interleave`` shuffles).
 GRID_AXES = ("data", "model", "precision", "execution", "pipeline", "device", "batch_size", "seed", "framework")
 
 
@@ -126,7 +133,7 @@ class CNNConfig:
 
 
 # ---- framework ------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class FrameworkConfig:
     name: str = MISSING  # a row of core.registry.FRAMEWORKS
     backend: str = MISSING  # must be that row's backend
@@ -142,7 +149,7 @@ class FrameworkConfig:
                + (f"; choose framework={others[0]} for {self.backend}" if others else ""))
 
 
-@dataclass
+@dataclass(frozen=True)
 class PyTorchFrameworkConfig(FrameworkConfig):
     memory_format: str = "auto"  # auto (channels_last on CUDA, contiguous on CPU) | channels_last | contiguous
 
@@ -153,7 +160,7 @@ class PyTorchFrameworkConfig(FrameworkConfig):
         _one_of(self.memory_format, ("auto", "channels_last", "contiguous"), "framework.memory_format")
 
 
-@dataclass
+@dataclass(frozen=True)
 class FakeHooks:
     """Test hooks of the numpy stand-in (see conf/framework/fake.yaml); null = the environment variable."""
 
@@ -167,15 +174,16 @@ class FakeHooks:
     record_file: Optional[str] = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class FakeFrameworkConfig(FrameworkConfig):
     fake: FakeHooks = field(default_factory=FakeHooks)
 
 
 # ---- parity ---------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class ParityConfig:
-    """The knobs of conf/parity/*.yaml; null = the framework's own default (``frameworks.base.ParitySettings``)."""
+    """The knobs of conf/parity/*.yaml; null = the framework's own default. Frozen: every adapter receives
+    exactly this object (``frameworks.base.Adapter``), and it keys the adapter cache of an actor."""
 
     mode: str = "strict"  # strict | framework_defaults
     batchnorm_momentum: Optional[float] = 0.1
@@ -207,14 +215,14 @@ class ParityConfig:
 
 
 # ---- train ----------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class AugmentConfig:
     hflip: bool = False
     vflip: bool = False
     rot90: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class InferenceConfig:
     """``train.inference``: latency and throughput repeats, driven by time after untimed warm-up calls."""
 
@@ -232,7 +240,7 @@ class InferenceConfig:
         _at_least(self.max_seconds, 0, "train.inference.max_seconds")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PipelineConfig:
     """``conf/pipeline/*.yaml`` (``# @package train.pipeline``): where batches are made."""
 
@@ -246,10 +254,10 @@ class PipelineConfig:
         _at_least(self.prefetch, 0, "train.pipeline.prefetch")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 2
-    batch_size: int = 64  # must not exceed the training split (checked with the data, runner/checks.py)
+    batch_size: int = 64  # must not exceed the training split (checked with the data, runner/planning/checks.py)
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -292,7 +300,7 @@ class RunnerConfig:
     start_attempts: int = 3  # local Ray: start-up tries
     start_timeout_s: float = 180.0  # local Ray: one start-up try
     debug: bool = False  # tracebacks of sweep failures
-    verbose: bool = False  # false: framework/Ray output to <out>/logs/ (runner.console); true: all on the console
+    verbose: bool = False  # false: framework/Ray output to <out>/logs/ (runner.console.logs); true: all on the console
 
     def __post_init__(self) -> None:
         if not _filled(self):
@@ -342,7 +350,7 @@ class ReportConfig:
 # ---- the grid and the root ------------------------------------------------------------------
 @dataclass
 class GridConfig:
-    """Sweep axes; the cartesian product of their values is the set of cells (``runner.grid``)."""
+    """Sweep axes; the cartesian product of their values is the set of cells (``runner.planning.grid``)."""
 
     framework: List[str] = MISSING
     seed: List[int] = MISSING
@@ -416,15 +424,37 @@ SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
+#: Groups whose options land inside another group (``# @package train.pipeline``): typed by that field's
+#: schema, not by a ``defaults`` entry of their own.
+PACKAGED: dict[str, type] = {"pipeline": PipelineConfig}
+
+
+def schema_node(schema: type) -> DictConfig:
+    """``OmegaConf.structured(schema)`` that composition can merge values into. OmegaConf marks the node
+    of a frozen dataclass read-only; frozen is a property of the built object (what adapters receive),
+    not of the node Hydra merges the YAML and the command line into."""
+    node = OmegaConf.structured(schema)
+
+    def writable(n: DictConfig) -> None:
+        n._set_flag("readonly", None)
+        for key in n.keys():
+            child = n._get_node(key)
+            if isinstance(child, DictConfig):
+                writable(child)
+
+    writable(node)
+    return node
+
+
 def register() -> None:
     """Store every schema in Hydra's ConfigStore (idempotent; done on import of ``core.config``)."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
-    cs.store(name="base_config", node=RootConfig)
+    cs.store(name="base_config", node=schema_node(RootConfig))
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():
-            cs.store(group=group, name=name, node=node)
+            cs.store(group=group, name=name, node=schema_node(node))
 
 
 def load_option(group: str, path: Any) -> DictConfig:
@@ -432,13 +462,13 @@ def load_option(group: str, path: Any) -> DictConfig:
     ``defaults`` names — what the grid uses for the other options of a model/data/framework axis."""
     raw = OmegaConf.load(path)
     defaults = list(raw.pop("defaults", None) or [])
-    if group not in SCHEMAS and not defaults:
-        return raw  # a group without a schema yet (pipeline)
+    if group in PACKAGED and not defaults:  # typed by the field its package lands in
+        return OmegaConf.merge(schema_node(PACKAGED[group]), raw)
     names = [d for d in defaults if d != "_self_"]
     if len(names) != 1 or names[0] not in SCHEMAS.get(group, {}):
         raise ConfigError(f"{path}: its defaults must name one schema of {sorted(SCHEMAS.get(group, {}))}, "
                           f"got {defaults}")
-    return OmegaConf.merge(OmegaConf.structured(SCHEMAS[group][names[0]]), raw)
+    return OmegaConf.merge(schema_node(SCHEMAS[group][names[0]]), raw)
 
 
 def check_node(schema: type, data: Any, where: str) -> Any:
@@ -447,7 +477,7 @@ def check_node(schema: type, data: Any, where: str) -> Any:
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
     try:
-        node = OmegaConf.merge(OmegaConf.structured(schema), data)
+        node = OmegaConf.merge(schema_node(schema), data)
         return OmegaConf.to_object(node)
     except ConfigKeyError as exc:
         key = str(getattr(exc, "full_key", "") or "")

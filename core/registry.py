@@ -1,12 +1,42 @@
-"""The one list of frameworks: name → adapter class, backend, package, display label.
+"""The one list of frameworks: name → adapter class, backend, package, display label, and what the
+report says of it.
 
-Everything reads this table: the runner (which adapter to import), the configs' schema (which
-names and backends exist), the analysis and report (order and labels), and the tests. To add a
-framework: an adapter in ``frameworks/``, one row here, one ``conf/framework/<name>.yaml``.
+Everything framework-specific outside an adapter is derived from this table: the runner (which
+adapter to import), the configs' schema and ``+sweep=frameworks`` (which names exist), the analysis
+and report (order, labels, colours, the developer-experience table), and the tests (the layer test's
+set of deep-learning modules, the GPU test list). Adding a framework = an adapter module in
+``frameworks/``, one row here, one ``conf/framework/<name>.yaml`` (and its dependency in pyproject).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
+
+#: The developer-experience table's aspects (report), in order: key → heading.
+DX_ASPECTS: dict[str, str] = {
+    "api": "API level", "model-definition": "Model definition", "data-pipeline": "Data loading",
+    "training-loop": "Training loop", "debugging": "Debugging", "ecosystem": "Ecosystem & deployment",
+}
+
+_KERAS_NOTES = {
+    "api": "High level: Model + compile/fit/evaluate/predict, callbacks for hooks; one code base runs on the "
+           "TensorFlow, JAX or PyTorch backend.",
+    "model-definition": "Sequential/functional API; input shapes inferred; channels-last (NHWC) by default.",
+    "data-pipeline": "tf.data on the TensorFlow backend, keras.utils.PyDataset elsewhere; NumPy arrays accepted directly.",
+    "training-loop": "fit owns the loop; custom steps by overriding train_step.",
+    "debugging": "fit traces/compiles the step by default (XLA auto-jit on TensorFlow); run_eagerly=True for "
+                 "step-through debugging.",
+    "ecosystem": "SavedModel → TF Serving / LiteRT on the TensorFlow backend, model.export; pretrained models in KerasHub.",
+}
+_PYTORCH_NOTES = {
+    "api": "Lower level: nn.Module + a loop you write; high-level trainers (Lightning, Ignite, …) are separate packages.",
+    "model-definition": "nn.Module/nn.Sequential; input channels stated per layer (or Lazy modules); channels-first (NCHW).",
+    "data-pipeline": "Dataset + DataLoader (workers, pinned memory); torchvision transforms.",
+    "training-loop": "Written by hand: forward, loss, backward, step, zero_grad — full control, more code.",
+    "debugging": "Eager by default: pdb and prints work inside the step; torch.compile is opt-in.",
+    "ecosystem": "torch.export / ONNX, ExecuTorch for mobile; most research code and pretrained weights "
+                 "(Hugging Face, timm, torchvision).",
+}
 
 
 @dataclass(frozen=True)
@@ -17,24 +47,41 @@ class Framework:
     package: str  # the package whose version is the row's framework_version
     label: str  # how the report names it
     colour: str  # its colour in every plot (Okabe–Ito, colour-blind safe)
-    real: bool = True  # False: the numpy stand-in for tests (no model spec, no equivalence gate)
+    real: bool = True  # False: a numpy stand-in for tests (builds no model spec; the equivalence gate skips it)
+    #: Top-level modules its adapter imports: they may be imported only inside frameworks/ (tests/test_layers.py).
+    imports: tuple[str, ...] = ()
+    #: What the report's developer-experience table says of it, per aspect of ``DX_ASPECTS`` (measured
+    #: evidence is added by the report); an aspect without a note shows only the measurement.
+    notes: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def adapter_file(self) -> str:
+        """The adapter's source file relative to the checkout (``frameworks/pytorch_adapter.py``)."""
+        return self.adapter.split(":")[0].replace(".", "/") + ".py"
 
 
 FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
-    Framework("keras", "frameworks.keras_adapter:KerasAdapter", "tensorflow", "keras", "Keras (TensorFlow)", "#0072B2"),
-    Framework("pytorch", "frameworks.pytorch_adapter:PyTorchAdapter", "torch", "torch", "PyTorch", "#D55E00"),
-    Framework("keras_jax", "frameworks.keras_adapter:KerasAdapter", "jax", "keras", "Keras (JAX)", "#009E73"),
-    Framework("keras_torch", "frameworks.keras_adapter:KerasAdapter", "torch", "keras", "Keras (torch)", "#CC79A7"),
+    Framework("keras", "frameworks.keras_adapter:KerasAdapter", "tensorflow", "keras", "Keras (TensorFlow)", "#0072B2",
+              imports=("keras", "tensorflow"), notes=_KERAS_NOTES),
+    Framework("pytorch", "frameworks.pytorch_adapter:PyTorchAdapter", "torch", "torch", "PyTorch", "#D55E00",
+              imports=("torch", "torchvision"), notes=_PYTORCH_NOTES),
+    Framework("keras_jax", "frameworks.keras_adapter:KerasAdapter", "jax", "keras", "Keras (JAX)", "#009E73",
+              imports=("keras", "jax", "jaxlib"), notes=_KERAS_NOTES),
+    Framework("keras_torch", "frameworks.keras_adapter:KerasAdapter", "torch", "keras", "Keras (torch)", "#CC79A7",
+              imports=("keras", "torch"), notes=_KERAS_NOTES),
     Framework("fake", "frameworks.fake_adapter:FakeAdapter", "numpy", "fake", "fake (numpy stand-in)", "#E69F00",
               real=False),
     # A second stand-in (the same adapter), so test sweeps form pairs without a deep-learning import.
     Framework("fake_twin", "frameworks.fake_adapter:FakeAdapter", "numpy", "fake", "fake twin (numpy stand-in)",
               "#56B4E9", real=False),
+    # New frameworks: one row above this line.
 )}
 
 #: Display order in tables and plots (the registry's order).
 FRAMEWORK_ORDER: tuple[str, ...] = tuple(FRAMEWORKS)
 REAL_FRAMEWORKS: tuple[str, ...] = tuple(n for n, f in FRAMEWORKS.items() if f.real)
+#: Every module an adapter imports (the deep-learning frameworks): imported only inside frameworks/.
+FRAMEWORK_MODULES: frozenset[str] = frozenset(m for f in FRAMEWORKS.values() for m in f.imports)
 
 
 def framework(name: str) -> Framework:
@@ -43,3 +90,15 @@ def framework(name: str) -> Framework:
         return FRAMEWORKS[name]
     except KeyError:
         raise ValueError(f"unknown framework {name!r}; choose one of {list(FRAMEWORKS)}") from None
+
+
+def register_resolvers() -> None:
+    """``${frameworks:real}`` — the real frameworks in registry order (``conf/sweep/frameworks.yaml``)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("frameworks"):
+        OmegaConf.register_new_resolver(
+            "frameworks", lambda which="real": list(REAL_FRAMEWORKS if which == "real" else FRAMEWORK_ORDER))
+
+
+register_resolvers()

@@ -9,7 +9,7 @@ Three tables (see the README, "Outputs"):
 Nested values (confusion matrix, per-class report, knob table, versions) are JSON strings: they
 stay readable from any Parquet reader and keep the schema flat. A results directory holds the
 three consolidated tables and ``fragments/<cell_id>/{runs,epochs,predictions}.parquet`` (one per
-finished cell; ``runner.results`` writes them). Parquet schema metadata (``kvp.*``) carries the
+finished cell; ``runner.store.fragments`` writes them). Parquet schema metadata (``kvp.*``) carries the
 schema version, the resolved config and the equivalence-gate record.
 """
 from __future__ import annotations

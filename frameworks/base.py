@@ -3,7 +3,8 @@
 Lifecycle inside one process (a Ray actor or ``python -m runner.cell``)::
 
     adapter = get_adapter("pytorch", parity, device, pipeline)   # imports the framework, applies threads/precision/determinism
-    adapter.build(spec, train, weights)           # native model + optimizer in the execution mode; ported weights
+    adapter.configure(options)                    # the framework node's own options (config_schema)
+    adapter.build(spec, train, weights, seed)     # native model + optimizer in the execution mode; ported weights
     for epoch in range(E):
         stats = adapter.train_epoch(batches)      # the only part timed as "training" (by the caller)
         loss, scores = adapter.evaluate(plan)     # validation / test (``eval_plan``)
@@ -28,63 +29,22 @@ compiled   ``True``: XLA on JAX and TF, torch.compile on     ``torch.compile(mod
 =========  ==============================================  ===================================
 
 Keras on JAX is never run op by op (both modes jit the step). A combination a framework cannot
-honour is listed in ``frameworks.knobs.unsupported`` and its cell is skipped with that reason.
+honour is named by its adapter's ``unsupported`` and its cell is skipped with that reason.
 """
 from __future__ import annotations
 
 import abc
 import importlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from core.batches import Batches  # noqa: F401  (part of the contract; defined in the ground floor)
-from core.config import ParityConfig
+from core.config import FrameworkConfig, ParityConfig, PipelineConfig, TrainConfig
 from core.registry import framework
 from core.spec import ModelSpec
-from frameworks.pipeline import PipelineSettings
-
-
-@dataclass(frozen=True)
-class ParitySettings:
-    """The knobs of ``conf/parity/*.yaml``; ``None`` means "this framework's own default"."""
-
-    mode: str = "strict"  # strict | framework_defaults
-    batchnorm_momentum: float | None = 0.1  # torch convention; Keras gets 1 - momentum
-    batchnorm_epsilon: float | None = 1e-3
-    adam_beta_1: float | None = 0.9
-    adam_beta_2: float | None = 0.999
-    adam_epsilon: float | None = 1e-7
-    weight_init: str = "ported"  # ported | native
-    loss_reduction: str = "mean"
-    precision: str = "fp32"  # fp32 | tf32 | mixed_bf16
-    execution: str = "default"  # default | compiled (see the module doc)
-    cpu_threads: int | None = 2
-    deterministic: bool = False
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> "ParitySettings":
-        """Checked by the one schema of the parity group (``core.config.ParityConfig``: same keys,
-        choices and ranges, same messages as at composition), for callers that do not go through Hydra."""
-        data = dict(cfg)
-        if "compile" in data:
-            raise ValueError("parity.compile (off|on) was replaced by parity.execution (default|compiled)")
-        known = set(ParityConfig.__dataclass_fields__)
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown parity knob(s): {sorted(unknown)}; known: {sorted(known)}")
-        ParityConfig(**data)  # raises core.config.ConfigError (a ValueError) naming the knob
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    seed: int = 0  # seeds the framework's own RNG in build() (dropout masks, native init)
+from frameworks.knobs import Knobs
 
 
 @dataclass
@@ -121,20 +81,45 @@ def check_plan(batches: Batches) -> None:
 
 
 class Adapter(abc.ABC):
-    """Builds a ``ModelSpec`` natively in one framework, trains, predicts and reports facts."""
+    """Builds a ``ModelSpec`` natively in one framework, trains, predicts and reports facts.
 
-    name: str  # "pytorch", "keras", "keras_jax", "keras_torch"
-    backend: str  # "torch", "tensorflow", "jax"
+    Everything the runner, the equivalence gate and the report read of an adapter is declared here:
+    the class attributes below, the abstract methods, and the optional methods with their defaults.
+    Nothing else is looked up (no ``getattr`` with a fallback elsewhere)."""
 
-    def __init__(self, parity: ParitySettings, device: str = "auto", framework: str | None = None,
-                 pipeline: PipelineSettings | None = None) -> None:
+    # ---- what the runner, gate and report read without building anything ------------------
+    #: The registry name (``core.registry``); set per instance by ``get_adapter`` (one class may serve several).
+    name: str
+    #: What computes: ``torch`` | ``tensorflow`` | ``jax`` | ``numpy`` (the registry row's backend).
+    backend: str
+    #: False for a stand-in that does not build the ``ModelSpec`` (the numpy fake): ``run_cell`` does not
+    #: compare ``param_counts()`` with the spec's, and the equivalence gate does not check it.
+    builds_spec: ClassVar[bool] = True
+    #: How BatchNorm's moving variance is updated: ``unbiased`` (n/(n-1), torch) | ``biased`` (Keras) |
+    #: ``none`` (no BatchNorm); the gate undoes the difference before comparing one optimizer step.
+    bn_moving_variance_estimator: ClassVar[str] = "unbiased"
+    #: The schema of this framework's ``conf/framework/<name>.yaml`` (its own options, e.g. PyTorch's
+    #: ``memory_format``); ``configure`` receives the checked, frozen node.
+    config_schema: ClassVar[type[FrameworkConfig]] = FrameworkConfig
+
+    def __init__(self, parity: ParityConfig, device: str = "auto", framework: str | None = None,
+                 pipeline: PipelineConfig | None = None) -> None:
         self.parity = parity
         self.device_request = device  # "auto" | "cpu" | "gpu"; Ray's CUDA_VISIBLE_DEVICES already pins the GPU
-        self.pipeline = pipeline or PipelineSettings()
+        self.pipeline = pipeline or PipelineConfig()
         if framework is not None:
             self.name = framework
 
-    def set_pipeline(self, pipeline: PipelineSettings) -> None:
+    @classmethod
+    def unsupported(cls, framework: str, execution: str, deterministic: bool, device: str) -> str | None:
+        """Why this framework cannot honour the combination (the cell becomes a ``skipped`` row with this
+        reason), or None. Asked before the adapter is made: making it may change process-wide state."""
+        return None
+
+    def configure(self, options: FrameworkConfig) -> None:
+        """The framework node's own options (an instance of ``config_schema``), before each cell."""
+
+    def set_pipeline(self, pipeline: PipelineConfig) -> None:
         """Switch between ``device``/``native`` for the next cells (the device copy stays cached)."""
         self.pipeline = pipeline
 
@@ -149,8 +134,9 @@ class Adapter(abc.ABC):
 
     # ---- model ------------------------------------------------------------------------
     @abc.abstractmethod
-    def build(self, spec: ModelSpec, train: TrainSettings, weights: dict[str, np.ndarray] | None) -> None:
-        """Native model + optimizer + loss. ``weights`` (canonical layout) are ported when given."""
+    def build(self, spec: ModelSpec, train: TrainConfig, weights: dict[str, np.ndarray] | None, seed: int = 0) -> None:
+        """Native model + optimizer + loss. ``weights`` (canonical layout) are ported when given; ``seed``
+        seeds the framework's own RNG (dropout masks, native init)."""
 
     @abc.abstractmethod
     def get_weights(self) -> dict[str, np.ndarray]:
@@ -161,8 +147,9 @@ class Adapter(abc.ABC):
         """{"trainable": …, "total": …} counted from the built model (must equal the spec's)."""
 
     @abc.abstractmethod
-    def knobs(self) -> dict[str, Any]:
-        """Parity knobs read back from the built model/optimizer/runtime (not echoed from config)."""
+    def knobs(self) -> Knobs:
+        """Parity knobs read back from the built model/optimizer/runtime (not echoed from config): exactly
+        the keys of ``frameworks.knobs.Knobs`` (``finish_knobs`` checks them)."""
 
     # ---- compute ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -197,8 +184,8 @@ class Adapter(abc.ABC):
         """Block until queued device work is done (no-op on CPU); called before reading clocks."""
 
     # ---- memory -----------------------------------------------------------------------
-    def reset_peak_memory(self) -> None:  # pragma: no cover - default: nothing to reset
-        pass
+    def reset_peak_memory(self) -> None:
+        """Reset the framework-native peak device-memory counter (nothing to reset on CPU)."""
 
     def peak_device_memory_bytes(self) -> int | None:
         """Framework-native peak device memory since the last reset; ``None`` on CPU."""
@@ -211,6 +198,6 @@ def adapter_class(name: str) -> type[Adapter]:
     return getattr(importlib.import_module(module), cls)
 
 
-def get_adapter(name: str, parity: ParitySettings, device: str = "auto",
-                pipeline: PipelineSettings | None = None) -> Adapter:
-    return adapter_class(name)(parity=parity, device=device, framework=name, pipeline=pipeline)  # type: ignore[call-arg]
+def get_adapter(name: str, parity: ParityConfig, device: str = "auto",
+                pipeline: PipelineConfig | None = None) -> Adapter:
+    return adapter_class(name)(parity=parity, device=device, framework=name, pipeline=pipeline)

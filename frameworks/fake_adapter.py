@@ -1,6 +1,6 @@
 """A numpy-only stand-in framework (``framework=fake``): a real, tiny learner behind the Adapter contract.
 
-It imports no deep-learning framework, so runner/analysis tests and overhead benchmarks run in
+It imports no deep-learning framework, so the runner's and the analysis' tests and overhead benchmarks run in
 any process in a second. The model is a multinomial logistic regression (softmax, trained with
 Adam) on a 4×4 grid of per-channel mean intensities of each normalised image. It honours the
 ``Batches`` contract exactly — the epoch's seeded order, the batch size (last batch partial) and
@@ -36,6 +36,7 @@ record_file         KVP_FAKE_RECORD         append one JSON line per ``train_epo
 from __future__ import annotations
 
 import json
+import dataclasses
 import os
 import platform
 import signal
@@ -48,7 +49,8 @@ import numpy as np
 
 from core.batches import apply_augment
 from core.spec import ModelSpec
-from frameworks.base import Adapter, Batches, EpochStats, ParitySettings, TrainSettings
+from core.config import FakeFrameworkConfig, ParityConfig, TrainConfig
+from frameworks.base import Adapter, Batches, EpochStats
 from frameworks.knobs import finish_knobs
 
 _GRID = 4  # feature grid (cells per side); 4×4×3 = 48 features for RGB
@@ -73,32 +75,28 @@ def _flag_for_seed(value: Any, seed: int | None) -> bool:
 class FakeAdapter(Adapter):
     name = "fake"
     backend = "numpy"
-    builds_spec = False  # run_cell: do not compare param_counts() with the spec's
+    builds_spec = False  # run_cell: do not compare param_counts() with the spec's; the gate does not check it
+    bn_moving_variance_estimator = "none"  # no BatchNorm
+    config_schema = FakeFrameworkConfig
 
-    def __init__(self, parity: ParitySettings, device: str = "auto", framework: str | None = None,
+    def __init__(self, parity: ParityConfig, device: str = "auto", framework: str | None = None,
                  pipeline=None) -> None:
         super().__init__(parity, device, framework, pipeline)
         self._hooks: dict[str, Any] = {}
         self._seed: int | None = None
         self._spec: ModelSpec | None = None
-        self._train: TrainSettings | None = None
+        self._train: TrainConfig | None = None
         self._built = False
-        self.configure({})  # the KVP_FAKE_* environment applies even when run_cell never configures
+        self.configure(FakeFrameworkConfig(name=self.name, backend="numpy"))  # KVP_FAKE_* apply unconfigured too
 
     # ---- options ----------------------------------------------------------------------
-    def configure(self, cell: Mapping[str, Any]) -> None:
-        """Read the test hooks (``cell["framework"]["fake"]``, then ``KVP_FAKE_*``) and the cell's seed."""
-        block = dict((cell.get("framework") or {}).get("fake") or {})
+    def configure(self, options: FakeFrameworkConfig) -> None:
+        """The test hooks: ``framework.fake.*`` where set, else the ``KVP_FAKE_*`` environment."""
         env = {"step_sleep_s": "KVP_FAKE_SLEEP", "fail": "KVP_FAKE_FAIL", "crash": "KVP_FAKE_CRASH",
                "crash_once_file": "KVP_FAKE_CRASH_ONCE", "record_file": "KVP_FAKE_RECORD"}
-        known = set(env) | {"compile_sleep_s", "predict_warmup_s", "crash_signal"}
-        unknown = set(block) - known
-        if unknown:
-            raise ValueError(f"framework.fake: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
         hooks = {key: os.environ[var] for key, var in env.items() if os.environ.get(var, "") != ""}
-        hooks.update({k: v for k, v in block.items() if v is not None})
+        hooks.update({k: v for k, v in dataclasses.asdict(options.fake).items() if v is not None})
         self._hooks = hooks
-        self._seed = None if cell.get("seed") is None else int(cell["seed"])
 
     def _hook_float(self, key: str) -> float:
         try:
@@ -114,7 +112,8 @@ class FakeAdapter(Adapter):
         return {"device": "cpu", "device_kind": "cpu", "device_name": platform.processor() or platform.machine() or "cpu"}
 
     # ---- model ------------------------------------------------------------------------
-    def build(self, spec: ModelSpec, train: TrainSettings, weights: dict[str, np.ndarray] | None) -> None:
+    def build(self, spec: ModelSpec, train: TrainConfig, weights: dict[str, np.ndarray] | None,
+              seed: int = 0) -> None:
         # ``weights`` are the spec's conv/dense arrays, which this model does not have: start from zeros
         # (deterministic, and the unique optimum of a convex loss does not depend on the start).
         if train.optimizer.lower() != "adam":
@@ -122,7 +121,7 @@ class FakeAdapter(Adapter):
         h, w, c = spec.input_shape
         self._grid = min(_GRID, h, w)
         features = self._grid * self._grid * c
-        self._spec, self._train = spec, train
+        self._spec, self._train, self._seed = spec, train, int(seed)
         self.W = np.zeros((features, spec.num_classes), np.float64)
         self.b = np.zeros(spec.num_classes, np.float64)
         self._beta1 = 0.9 if self.parity.adam_beta_1 is None else float(self.parity.adam_beta_1)

@@ -22,13 +22,14 @@ import numpy as np
 
 from frameworks import keras_backends
 from core import spec as S
-from frameworks.base import Adapter, Batches, EpochStats, ParitySettings, TrainSettings, check_plan
+from core.config import ParityConfig, PipelineConfig, TrainConfig
+from frameworks.base import Adapter, Batches, EpochStats, check_plan
 from frameworks.knobs import finish_knobs, probabilities_from_logits, single_value
-from frameworks.pipeline import PipelineSettings, normalisation_affine
+from frameworks.pipeline import normalisation_affine
 
 
 # region: model-definition
-def build_keras_model(keras: Any, spec: S.ModelSpec, parity: ParitySettings) -> Any:
+def build_keras_model(keras: Any, spec: S.ModelSpec, parity: ParityConfig) -> Any:
     """The spec as a functional Keras model; named layers carry the spec's names (for weight porting)."""
     bn_kwargs: dict[str, float] = {}
     if parity.batchnorm_momentum is not None:
@@ -130,8 +131,22 @@ class KerasAdapter(Adapter):
     backend = "tensorflow"
     bn_moving_variance_estimator = "biased"  # BN moving-variance update uses the biased batch variance (torch: unbiased)
 
-    def __init__(self, parity: ParitySettings, device: str = "auto", framework: str | None = None,
-                 pipeline: PipelineSettings | None = None) -> None:
+    @classmethod
+    def unsupported(cls, framework: str, execution: str, deterministic: bool, device: str) -> str | None:
+        import shutil
+
+        if execution == "compiled" and framework == "keras" and deterministic:
+            return ("keras (TF) execution=compiled with deterministic=true: Keras switches XLA off when TensorFlow op "
+                    "determinism is on (not every op has a deterministic XLA kernel), so the cell would silently run "
+                    "the tf.function graph")
+        if (execution == "compiled" and framework == "keras_torch" and device == "cpu"
+                and not (shutil.which("c++") or shutil.which("g++"))):
+            return (f"{framework} execution=compiled is torch.compile (inductor), which needs a C++ compiler on CPU; "
+                    "none is on PATH")
+        return None
+
+    def __init__(self, parity: ParityConfig, device: str = "auto", framework: str | None = None,
+                 pipeline: PipelineConfig | None = None) -> None:
         super().__init__(parity, device, framework, pipeline)
         if device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"device must be auto, cpu or gpu, got {device!r}")
@@ -163,14 +178,15 @@ class KerasAdapter(Adapter):
         return self.ops.device_info(self.keras)
 
     # ---- model ------------------------------------------------------------------------
-    def build(self, spec: S.ModelSpec, train: TrainSettings, weights: dict[str, np.ndarray] | None) -> None:
+    def build(self, spec: S.ModelSpec, train: TrainConfig, weights: dict[str, np.ndarray] | None,
+              seed: int = 0) -> None:
         keras, p = self.keras, self.parity
         if train.optimizer.lower() != "adam":
             raise ValueError(f"optimizer {train.optimizer!r} is not supported (only adam)")
         keras.backend.clear_session()  # also resets the global dtype policy and the seed generator
         if p.precision is not None:
             keras.mixed_precision.set_global_policy("mixed_bfloat16" if p.precision == "mixed_bf16" else "float32")
-        self.ops.seed(keras, int(train.seed))  # native init and dropout masks
+        self.ops.seed(keras, int(seed))  # native init and dropout masks
         self.spec, self.train_settings = spec, train
         self.model = build_keras_model(keras, spec, p)
         self.weights_ported = weights is not None

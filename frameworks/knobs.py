@@ -1,89 +1,67 @@
 """The parity-knob table every adapter reads back from its built objects, and small shared helpers.
 
-``knobs()`` of every adapter returns one flat dict with exactly the keys of ``KNOB_KEYS`` (values
-are JSON-able), so the report can put frameworks side by side. Values are read back from the
-built model/optimizer/runtime, never echoed from the config; ``finish_knobs`` only checks the keys.
+``knobs()`` of every adapter returns one flat dict typed by ``Knobs`` (exactly its keys, JSON-able
+values), so the report can put frameworks side by side. Values are read back from the built
+model/optimizer/runtime, never echoed from the config; ``finish_knobs`` checks the keys.
 
 No deep-learning framework is imported here.
 """
 from __future__ import annotations
 
 import platform
-from typing import Any
+from typing import Any, Optional, TypedDict
 
 import numpy as np
 
-#: Keys of the knob table, in display order. Conventions: ``batchnorm_momentum`` is in the torch
-#: convention (weight of the NEW batch statistic; Keras' own value is 1 - this);
-#: ``adam_epsilon_placement`` says where the framework adds epsilon (see ``frameworks.parity``).
-KNOB_KEYS: tuple[str, ...] = (
-    "framework",
-    "backend",
-    "parity_mode",
-    "device",
-    "batchnorm_layers",
-    "batchnorm_momentum",
-    "batchnorm_epsilon",
-    "optimizer",
-    "adam_beta_1",
-    "adam_beta_2",
-    "adam_epsilon",
-    "adam_epsilon_placement",
-    "learning_rate",
-    "weight_init",
-    "loss",
-    "loss_reduction",
-    "loss_from_logits",
-    "output_activation",
-    "precision",
-    "compute_dtype",
-    "matmul_tf32",
-    "conv_tf32",
-    "execution",
-    "compile_detail",
-    "memory_format",
-    "cpu_threads_intra_op",
-    "cpu_threads_inter_op",
-    "deterministic",
-    "pipeline",
-    "data_pipeline",
-)
+class Knobs(TypedDict):
+    """The knob table of one built adapter, in display order (``Adapter.knobs()``): read back from the
+    built model/optimizer/runtime, never echoed from the config. Conventions: ``batchnorm_momentum`` is
+    in the torch convention (weight of the NEW batch statistic; Keras' own value is 1 - this);
+    ``adam_epsilon_placement`` says where the framework adds epsilon (see ``frameworks.parity``)."""
+
+    framework: str
+    backend: str
+    parity_mode: str
+    device: str
+    batchnorm_layers: int
+    batchnorm_momentum: Optional[float]
+    batchnorm_epsilon: Optional[float]
+    optimizer: str
+    adam_beta_1: float
+    adam_beta_2: float
+    adam_epsilon: float
+    adam_epsilon_placement: str
+    learning_rate: float
+    weight_init: str
+    loss: str
+    loss_reduction: str
+    loss_from_logits: bool
+    output_activation: str
+    precision: str
+    compute_dtype: str
+    matmul_tf32: Optional[bool]
+    conv_tf32: Optional[bool]
+    execution: str
+    compile_detail: str
+    memory_format: str
+    cpu_threads_intra_op: Optional[int]
+    cpu_threads_inter_op: Optional[int]
+    deterministic: bool
+    pipeline: str
+    data_pipeline: str
 
 
-#: Execution modes per framework (``parity.execution``) and what each runs as; ``None`` = impossible.
-#: Keras on JAX is never timed op by op: both modes jit the step with XLA.
-EXECUTION_TABLE: dict[str, dict[str, str]] = {
-    "pytorch": {"default": "eager nn.Module", "compiled": "torch.compile(model), inductor"},
-    "keras": {"default": "jit_compile='auto': tf.function graph on CPU, XLA on a GPU",
-              "compiled": "jit_compile=True: XLA"},
-    "keras_jax": {"default": "jit_compile='auto': jax.jit (XLA)", "compiled": "jit_compile=True: jax.jit (XLA)"},
-    "keras_torch": {"default": "jit_compile='auto': eager torch", "compiled": "jit_compile=True: torch.compile"},
-}
+#: Keys of the knob table, in display order (the fields of ``Knobs``).
+KNOB_KEYS: tuple[str, ...] = tuple(Knobs.__annotations__)
 
 
-def unsupported(framework: str, execution: str, deterministic: bool, device: str) -> str | None:
-    """Why ``framework`` cannot honour this combination (the cell is skipped with this reason), or None.
-
-    Framework-free, so the runner can ask before any actor imports anything."""
-    import shutil
-
-    if execution == "compiled" and framework == "keras" and deterministic:
-        return ("keras (TF) execution=compiled with deterministic=true: Keras switches XLA off when TensorFlow op "
-                "determinism is on (not every op has a deterministic XLA kernel), so the cell would silently run "
-                "the tf.function graph")
-    if (execution == "compiled" and framework in ("pytorch", "keras_torch") and device == "cpu"
-            and not (shutil.which("c++") or shutil.which("g++"))):
-        return f"{framework} execution=compiled is torch.compile (inductor), which needs a C++ compiler on CPU; none is on PATH"
-    return None
-
-
-def finish_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
+def finish_knobs(knobs: dict[str, Any]) -> Knobs:
     """Order ``knobs`` as ``KNOB_KEYS`` and fail loudly if an adapter forgot or invented a key."""
     missing = [k for k in KNOB_KEYS if k not in knobs]
     extra = [k for k in knobs if k not in KNOB_KEYS]
     if missing or extra:
         raise KeyError(f"knob table mismatch: missing {missing}, unexpected {extra}")
-    return {k: _jsonable(knobs[k]) for k in KNOB_KEYS}
+    return Knobs(**{k: _jsonable(knobs[k]) for k in KNOB_KEYS})  # type: ignore[typeddict-item]
 
 
 def _jsonable(value: Any) -> Any:

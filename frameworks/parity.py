@@ -126,17 +126,18 @@ def gate_outputs(framework: str, model_cfg: Any, num_classes: int, image_size: i
     ``train_epoch`` (so its native input pipeline and training loop are what is checked).
     Returns numpy arrays (picklable, not JSON); ``compare`` reduces them to a JSON-able verdict.
     """
-    from frameworks.base import Batches, ParitySettings, TrainSettings, get_adapter
+    from core.config import ParityConfig, TrainConfig, check_node
+    from frameworks.base import Batches, get_adapter
 
-    parity = parity_cfg if isinstance(parity_cfg, ParitySettings) else ParitySettings.from_config(parity_cfg)
+    parity = parity_cfg if isinstance(parity_cfg, ParityConfig) else check_node(ParityConfig, parity_cfg, "parity")
     spec = build_spec(model_cfg, num_classes, image_size)
     weights = S.init_weights(spec, seed)
     x, y, mean, std = gate_batch(spec, seed, batch)
     x_norm = ((x.astype(np.float32) / np.float32(255.0)) - mean) / std
-    train = TrainSettings(learning_rate=learning_rate, batch_size=batch, eval_batch_size=batch, seed=seed)
+    train = TrainConfig(learning_rate=learning_rate, batch_size=batch, eval_batch_size=batch)
 
     adapter = get_adapter(framework, parity, device)
-    adapter.build(spec, train, weights)
+    adapter.build(spec, train, weights, seed)
     logits = adapter.forward(x_norm, training=False)
     out: dict[str, Any] = {
         "framework": framework,
@@ -145,11 +146,11 @@ def gate_outputs(framework: str, model_cfg: Any, num_classes: int, image_size: i
         "param_counts": adapter.param_counts(), "spec_param_counts": spec.param_counts(),
         "logits": logits,
         "knobs": adapter.knobs(), "versions": adapter.versions(), "device_info": adapter.device_info(),
-        "bn_moving_variance_estimator": getattr(adapter, "bn_moving_variance_estimator", "unknown"),
+        "bn_moving_variance_estimator": adapter.bn_moving_variance_estimator,
     }
 
     step_spec = without_dropout(spec)
-    adapter.build(step_spec, train, weights)
+    adapter.build(step_spec, train, weights, seed)
     n = len(x)
     plan = Batches(x=x, y=y, order=np.arange(n), hflip=np.zeros(n, bool), vflip=np.zeros(n, bool),
                    rot90=np.zeros(n, np.int8), batch_size=n, mean=mean, std=std)
@@ -513,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides, gate, options = parse_args(argv)
         cfg = _compose(overrides)
         from core.registry import REAL_FRAMEWORKS as FRAMEWORKS
-        from frameworks.base import ParitySettings
+        from core.config import ParityConfig, check_node
 
         frameworks = gate.get("frameworks", list(DEFAULT_FRAMEWORKS))
         unknown = [f for f in frameworks if f not in FRAMEWORKS]
@@ -525,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             raise GateError("image_size is not in the data config; pass image_size=N")
         parity_dict = dict(cfg.parity)
         try:
-            parity = ParitySettings.from_config(parity_dict)
+            parity: ParityConfig = check_node(ParityConfig, parity_dict, "parity")
             spec = build_spec(cfg.model, num_classes, image_size)  # validate before starting processes
         except (ValueError, TypeError) as err:
             raise GateError(str(err)) from err

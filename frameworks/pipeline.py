@@ -35,30 +35,6 @@ from core.config import PipelineConfig
 ORIENTATIONS: tuple[tuple[bool, int], ...] = tuple((bool(o & 1), o >> 1) for o in range(8))
 
 
-@dataclass(frozen=True)
-class PipelineSettings:
-    """``conf/pipeline/*.yaml``: where batches are made and how the native loaders are tuned."""
-
-    name: str = "device"  # device | native
-    workers: int = 2  # native: DataLoader workers / PyDataset workers / tf.data parallel calls
-    prefetch: int = 2  # native: batches prefetched per worker (DataLoader) or by tf.data
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | None) -> "PipelineSettings":
-        """Checked by the pipeline group's one schema (``core.config.PipelineConfig``: same choices, ranges
-        and messages as at composition), for callers that do not go through Hydra."""
-        data = dict(cfg or {})
-        unknown = set(data) - set(PipelineConfig.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown pipeline option(s) {sorted(unknown)}; "
-                             f"known: {sorted(PipelineConfig.__dataclass_fields__)}")
-        bad = [k for k in ("workers", "prefetch") if k in data and type(data[k]) is not int]
-        if bad:  # Hydra's typed schema converts; a direct caller's 2.5 or True is refused here
-            raise ValueError(f"train.pipeline.{bad[0]}: must be an integer, got {data[bad[0]]!r}")
-        PipelineConfig(**data)  # raises core.config.ConfigError (a ValueError) naming the option
-        return cls(**data)
-
-
 def _orientation_grid(height: int, width: int, hflip: bool, vflip: bool, turns: int) -> np.ndarray:
     grid = np.arange(height * width).reshape(height, width)
     if hflip:

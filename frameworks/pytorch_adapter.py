@@ -22,7 +22,8 @@ from torch import nn
 
 from frameworks import pipeline as P
 from core import spec as S
-from frameworks.base import Adapter, Batches, EpochStats, ParitySettings, TrainSettings, check_plan
+from core.config import ParityConfig, PipelineConfig, PyTorchFrameworkConfig, TrainConfig
+from frameworks.base import Adapter, Batches, EpochStats, check_plan
 from frameworks.knobs import cpu_name, finish_knobs, single_value
 
 # PyTorch's own defaults, used when a parity knob is None (parity=framework_defaults).
@@ -33,7 +34,7 @@ _TORCH_ADAM_EPSILON = 1e-8
 
 
 # region: model-definition
-def build_module(spec: S.ModelSpec, parity: ParitySettings) -> nn.Sequential:
+def build_module(spec: S.ModelSpec, parity: ParityConfig) -> nn.Sequential:
     """The spec as an ``nn.Sequential`` whose named children carry the spec's layer names."""
     momentum = _TORCH_BN_MOMENTUM if parity.batchnorm_momentum is None else parity.batchnorm_momentum
     epsilon = _TORCH_BN_EPSILON if parity.batchnorm_epsilon is None else parity.batchnorm_epsilon
@@ -222,12 +223,25 @@ class PyTorchAdapter(Adapter):
     name = "pytorch"
     backend = "torch"
     bn_moving_variance_estimator = "unbiased"  # BN moving-variance update uses the unbiased (n/(n-1)) batch variance
+    config_schema = PyTorchFrameworkConfig
     #: ``auto``: channels_last on CUDA (cuDNN's fast NHWC convolutions), contiguous NCHW on CPU (measured
     #: faster there for these models with oneDNN); conf/framework/pytorch.yaml may force either.
     memory_format = "auto"
 
-    def __init__(self, parity: ParitySettings, device: str = "auto", framework: str | None = None,
-                 pipeline: P.PipelineSettings | None = None) -> None:
+    @classmethod
+    def unsupported(cls, framework: str, execution: str, deterministic: bool, device: str) -> str | None:
+        import shutil
+
+        if execution == "compiled" and device == "cpu" and not (shutil.which("c++") or shutil.which("g++")):
+            return (f"{framework} execution=compiled is torch.compile (inductor), which needs a C++ compiler on CPU; "
+                    "none is on PATH")
+        return None
+
+    def configure(self, options: PyTorchFrameworkConfig) -> None:
+        self.memory_format = options.memory_format
+
+    def __init__(self, parity: ParityConfig, device: str = "auto", framework: str | None = None,
+                 pipeline: PipelineConfig | None = None) -> None:
         super().__init__(parity, device, framework, pipeline)
         if parity.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
@@ -289,10 +303,11 @@ class PyTorchAdapter(Adapter):
         return self.memory_format == "channels_last" or (self.memory_format == "auto" and self.device.type == "cuda")
 
     # ---- model ------------------------------------------------------------------------
-    def build(self, spec: S.ModelSpec, train: TrainSettings, weights: dict[str, np.ndarray] | None) -> None:
+    def build(self, spec: S.ModelSpec, train: TrainConfig, weights: dict[str, np.ndarray] | None,
+              seed: int = 0) -> None:
         if train.optimizer.lower() != "adam":
             raise ValueError(f"optimizer {train.optimizer!r} is not supported (only adam)")
-        torch.manual_seed(int(train.seed))  # native init and dropout masks
+        torch.manual_seed(int(seed))  # native init and dropout masks
         self.spec, self.train_settings = spec, train
         self.model = build_module(spec, self.parity)
         self.weights_ported = weights is not None

@@ -10,15 +10,15 @@ Exit codes: 0 every cell ok; 1 some cells failed (listed), the report failed, or
 not run (one line says why — also for its own I/O: disk full, permission denied, output dir gone);
 2 invalid grid/config/data (``error: …``, one line, before Ray starts and before anything is
 written); 128 + signal when stopped by a signal — 130 SIGINT (Ctrl-C), 143 SIGTERM, 129 SIGHUP (the
-summary lists the missing cells and prints the resume command; see ``runner.stopping``). Tracebacks
+summary lists the missing cells and prints the resume command; see ``runner.sweep.stopping``). Tracebacks
 only with ``runner.debug=true`` or ``HYDRA_FULL_ERROR=1``.
 
 Before Hydra creates the run directory, the command line is composed and every input is checked
-(``runner.checks.check_sweep``), so bad input leaves no directory behind. The default run
+(``runner.planning.checks.check_sweep``), so bad input leaves no directory behind. The default run
 directory, ``outputs/<date>/<time with microseconds>-<6 hex>``, is created here with an exclusive
 ``mkdir``: two sweeps started at the same moment never share one.
 
-This file is the thin Hydra wrapper; the work is ``runner.sweep.run_sweep(cfg)``.
+This file is the thin Hydra wrapper; the work is ``runner.sweep.run.run_sweep(cfg)``.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 from runner import CONF_DIR
-from runner.outcome import EXIT_INTERRUPTED, EXIT_INVALID
+from runner.errors import EXIT_INTERRUPTED, EXIT_INVALID
 
 log = logging.getLogger("runner")
 
@@ -57,15 +57,31 @@ def new_run_dir(root: Path = Path("outputs"), now: datetime | None = None) -> Pa
             continue
 
 
+#: The plan ``preflight`` checked, by the config it checked: the sweep reuses it (inputs are checked once).
+_CHECKED: dict[str, object] = {}
+
+
+def config_key(cfg) -> str:
+    """The composed task config as canonical JSON (Hydra's own node left out): what ``preflight`` checked."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(cfg, resolve=False)
+    data.pop("hydra", None)
+    return json.dumps(data, sort_keys=True, default=str)
+
+
 def preflight(args: list[str]) -> str | None:
-    """Compose the command line and check every input; the one-line problem, or None when all is well."""
+    """Compose the command line and check every input; the one-line problem, or None when all is well
+    (then the checked plan is kept for the sweep, which does not check it again)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from runner.checks import check_config, check_sweep, one_line_omegaconf
-    from runner.grid import GridError
-    from runner.manifest import MANIFEST
+    from runner.planning.checks import check_config, check_sweep, one_line_omegaconf
+    from runner.errors import GridError
+    from runner.sweep.manifest import MANIFEST
 
     overrides = [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
@@ -74,7 +90,7 @@ def preflight(args: list[str]) -> str | None:
         if _resuming(args):
             check_config(cfg)  # the saved sweep's own config is checked when it is loaded
         else:
-            check_sweep(cfg)
+            _CHECKED[config_key(cfg)] = check_sweep(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else None
         return one_line_omegaconf(exc) + (f" ({one_line_omegaconf(cause)})" if cause else "")
@@ -87,7 +103,7 @@ def preflight(args: list[str]) -> str | None:
     return None
 
 
-def _argv_with_defaults(argv: list[str]) -> list[str]:
+def argv_with_defaults(argv: list[str]) -> list[str]:
     """Hydra settings implied by the command line: the log is ``sweep.log``; a resume writes into its
     sweep; otherwise a fresh run directory (``new_run_dir``) unless ``hydra.run.dir`` is given."""
     args = list(argv)
@@ -113,7 +129,7 @@ def main() -> None:
     import hydra
     from omegaconf import DictConfig
 
-    from runner.grid import GridError
+    from runner.errors import GridError
 
     argv = sys.argv[1:]
     if not any(a.startswith("-") for a in argv):  # --help, --cfg, -m …: Hydra's own business
@@ -127,9 +143,9 @@ def main() -> None:
     def _app(cfg: DictConfig) -> None:
         outcome["entered"] = 1
         try:
-            from runner.sweep import run_sweep  # after the input checks: they need none of it
+            from runner.sweep.run import run_sweep  # after the input checks: they need none of it
 
-            result = run_sweep(cfg)
+            result = run_sweep(cfg, plan=_CHECKED.get(config_key(cfg)))
         except GridError as exc:
             log.error("invalid sweep: %s", exc)
             outcome["code"] = EXIT_INVALID
@@ -146,7 +162,7 @@ def main() -> None:
         # A log file that cannot be written (disk full) must not print logging's own tracebacks; the
         # sweep's one-line error says what failed.
         logging.raiseExceptions = False
-    sys.argv = [sys.argv[0], *_argv_with_defaults(argv)]
+    sys.argv = [sys.argv[0], *argv_with_defaults(argv)]
     try:
         _app()
     except SystemExit as exc:

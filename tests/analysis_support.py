@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from runner import results as rr
+from runner.store import fragments as rr
 
 CLASSES = ("AnnualCrop", "Forest", "River")
 
@@ -129,7 +129,7 @@ def make_sweep(root: str | Path, *, frameworks: Iterable[str] = ("keras", "pytor
     meta = {"config": config if config is not None else {"report": {"confidence": 0.95}, "grid": {"seed": list(seeds)}},
             "environment": {"python": "3.11", "hosts": ["testhost"]}}
     rr.consolidate(root, metadata=meta)
-    if gate == "default":  # the runner's record around frameworks.parity.compare(...) (runner/gate.py)
+    if gate == "default":  # the runner's record around frameworks.parity.compare(...) (runner/sweep/gate.py)
         names = sorted(frameworks)
         comparison = {
             "passed": True, "reasons": [], "frameworks": names, "model": "small_cnn", "tolerance": 1e-4,

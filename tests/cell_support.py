@@ -6,7 +6,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 
 from runner import CONF_DIR
-from runner.cell import cell_from_config
+from runner.cell.run import cell_from_config
 
 #: A tiny, fast cell: 4-class synthetic 16×16 images, 40 per class (160 in all), one epoch.
 TINY = ("data=synthetic", "data.samples_per_class=40", "train=tiny")

@@ -66,24 +66,24 @@ def pipeline_batches(framework: str, adapter, plan) -> list[tuple[np.ndarray, np
 
 def _run(framework: str) -> dict:
     from core import spec as S
-    from frameworks.base import ParitySettings, TrainSettings, eval_plan, get_adapter
+    from core.config import ParityConfig, PipelineConfig, TrainConfig, check_node
+    from frameworks.base import eval_plan, get_adapter
     from frameworks.parity import build_spec, gate_outputs
-    from frameworks.pipeline import PipelineSettings
 
     out: dict = {"gate": {}, "knobs": {}}
     for n in HEADS:
         out["gate"][n] = gate_outputs(framework, TINY_MODEL, n, IMAGE_SIZE, STRICT_PARITY, seed=0, batch=8)
     spec = build_spec(TINY_MODEL, 4, IMAGE_SIZE)
     for name, parity in (("odd", ODD_PARITY), ("defaults", DEFAULTS_PARITY)):
-        adapter = get_adapter(framework, ParitySettings.from_config(parity), "cpu")
+        adapter = get_adapter(framework, check_node(ParityConfig, parity, "parity"), "cpu")
         weights = S.init_weights(spec, 0) if parity["weight_init"] == "ported" else None
-        adapter.build(spec, TrainSettings(batch_size=PIPELINE_BATCH), weights)
+        adapter.build(spec, TrainConfig(batch_size=PIPELINE_BATCH), weights)
         out["knobs"][name] = adapter.knobs()
         if name == "odd":
             plan = pipeline_plan()
             out["pipeline"], out["evaluate"], out["predict"], out["steps"] = {}, {}, {}, {}
             for pipe in ("device", "native"):
-                adapter.set_pipeline(PipelineSettings(name=pipe, workers=1, prefetch=2))
+                adapter.set_pipeline(PipelineConfig(name=pipe, workers=1, prefetch=2))
                 out["pipeline"][pipe] = pipeline_batches(framework, adapter, plan)
                 out["evaluate"][pipe] = adapter.evaluate(eval_plan(plan.x, plan.y, np.arange(10), plan.mean,
                                                                    plan.std, batch_size=4))
@@ -97,21 +97,21 @@ def _run(framework: str) -> dict:
 def _run_gpu(framework: str) -> dict:
     """On a CUDA GPU: where the device pipeline's bank lives, its batches, and both execution modes."""
     from core import spec as S
-    from frameworks.base import ParitySettings, TrainSettings, eval_plan, get_adapter
+    from core.config import ParityConfig, PipelineConfig, TrainConfig, check_node
+    from frameworks.base import eval_plan, get_adapter
     from frameworks.parity import build_spec
-    from frameworks.pipeline import PipelineSettings
 
     plan, spec = pipeline_plan(), build_spec(TINY_MODEL, 4, IMAGE_SIZE)
     out: dict = {"modes": {}}
     for mode in ("default", "compiled"):
-        parity = ParitySettings.from_config({**STRICT_PARITY, "execution": mode, "deterministic": False})
+        parity = check_node(ParityConfig, {**STRICT_PARITY, "execution": mode, "deterministic": False}, "parity")
         try:
-            adapter = get_adapter(framework, parity, "gpu", PipelineSettings())
+            adapter = get_adapter(framework, parity, "gpu", PipelineConfig())
         except RuntimeError as exc:  # e.g. TensorFlow built without CUDA on this machine
             if framework == "keras":
                 return {"skip": f"TensorFlow sees no GPU here: {exc}"}
             raise
-        adapter.build(spec, TrainSettings(batch_size=PIPELINE_BATCH), S.init_weights(spec, 0))
+        adapter.build(spec, TrainConfig(batch_size=PIPELINE_BATCH), S.init_weights(spec, 0))
         if mode == "default":
             out["device_info"] = adapter.device_info()
             out["device_kind"] = out["device_info"]["device_kind"]

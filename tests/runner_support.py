@@ -14,6 +14,7 @@ from typing import Iterable
 import pyarrow.parquet as pq
 from hydra import compose, initialize_config_dir
 
+from core.registry import FRAMEWORK_MODULES
 from runner import CONF_DIR, PROJECT_ROOT
 
 #: A tiny, fast cell: numpy fake framework, 16×16 synthetic images (4 classes × 16), one epoch.
@@ -53,7 +54,7 @@ def run_cli(args: list[str], timeout: float = 240, **env: str) -> subprocess.Com
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
 
 
-DEEP_LEARNING = ("torch", "tensorflow", "jax", "keras")
+DEEP_LEARNING = tuple(sorted(FRAMEWORK_MODULES))  # every module an adapter of the registry imports
 
 
 def frameworks_imported_by(code: str, **env: str) -> list[str]:

@@ -21,7 +21,7 @@ from analysis.report import gate_view
 from core.gate import GateCheck, GateRecord
 from analysis.summary import SUMMARY_COLUMNS
 from analysis_support import make_sweep
-from runner import results as rr
+from runner.store import fragments as rr
 
 SCRIPT = "<script>alert('x')</script>"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -143,10 +143,10 @@ def test_gate_view_shows_a_check_of_the_record():
 
 def test_gate_records_skipped_and_not_run(tmp_path):
     from analysis.load import SweepDir
-    from analysis.report import _gate_views
+    from analysis.report import gate_views
 
     skipped = GateRecord(status="skipped", summary="fewer than two real frameworks (['fake'])")
-    views = _gate_views([SweepDir(tmp_path, {}, skipped, "parity_gate.json"),
+    views = gate_views([SweepDir(tmp_path, {}, skipped, "parity_gate.json"),
                          SweepDir(tmp_path, {}, GateRecord.not_run(), "metadata"),
                          SweepDir(tmp_path, {}, None, "not run")])
     assert [v["status"] for v in views] == ["skipped", "not run", "not run"]
@@ -498,14 +498,14 @@ def test_summary_is_plain_parquet(built):
 
 
 def test_left_out_figures_say_why():
-    from analysis.report import _figure_notes
+    from analysis.report import figure_notes
 
     fw_rows = pd.DataFrame({"metric": "median_epoch_seconds", "batch_size": [64], "device_label": ["cpu Test CPU"]})
     conditions = pd.DataFrame({"condition_id": [0], "condition": ["all runs"]})
-    alone = _figure_notes(fw_rows, conditions, ["keras"])
+    alone = figure_notes(fw_rows, conditions, ["keras"])
     assert alone["forest"] == "Only keras ran: there is no paired comparison to plot."
     assert alone["paired"].startswith("Only keras ran")
     assert alone["scaling"].startswith("Every run used one training batch size (64) and one device (cpu Test CPU)")
-    both = _figure_notes(fw_rows.assign(batch_size=[32]).pipe(lambda f: pd.concat([f, fw_rows])), conditions,
+    both = figure_notes(fw_rows.assign(batch_size=[32]).pipe(lambda f: pd.concat([f, fw_rows])), conditions,
                          ["keras", "pytorch"])
     assert both == {"scaling": "", "paired": "", "forest": ""}  # nothing left out, nothing to explain

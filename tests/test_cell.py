@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from runner import PROJECT_ROOT
-from runner.cell import run_cell
-from runner.identity import cell_id, cell_identity
+from runner.cell.run import run_cell
+from runner.cell.identity import cell_id, cell_identity
 from core.results import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, RUNS_SCHEMA, read_metadata, to_table
 from cell_support import TINY, compose_cell
 
@@ -40,7 +40,7 @@ def test_cell_id_is_stable_and_ignores_order_and_locations(tiny_cell):
     moved["data"]["cache_dir"] = "/somewhere/else"  # where the cache lives is not what the cell computes
     moved["runner"] = {"concurrency": 4}  # nor are runner/report settings
     assert cell_id(moved) == cid
-    out = subprocess.run([sys.executable, "-c", "import json,sys; from runner.identity import cell_id; "
+    out = subprocess.run([sys.executable, "-c", "import json,sys; from runner.cell.identity import cell_id; "
                           "print(cell_id(json.load(sys.stdin)))"], input=json.dumps(tiny_cell),
                          capture_output=True, text=True, cwd=PROJECT_ROOT, check=True)
     assert out.stdout.strip() == cid  # same across processes (no hash randomisation, no id())
@@ -216,9 +216,9 @@ def test_a_failing_cell_returns_a_failed_row(tiny_cell):
 @pytest.mark.parametrize("mutate, match", [
     (lambda c: c.pop("model"), "lacks \\['model'\\]"),
     (lambda c: c["train"].update(batch_size=0), "train.batch_size: must be >= 1, got 0"),
-    (lambda c: c["parity"].update(bn_momentum=0.1), "unknown parity knob"),
+    (lambda c: c["parity"].update(bn_momentum=0.1), "parity.bn_momentum: unknown key"),
     (lambda c: c["framework"].update(name="tensorflow2"), "framework.name: .tensorflow2. is not one of"),
-    (lambda c: c["framework"]["fake"].update(explode=True), "framework.fake: unknown key"),
+    (lambda c: c["framework"]["fake"].update(explode=True), "framework.fake.explode: unknown key"),
 ])
 def test_bad_cell_configs_fail_with_a_clear_error(tiny_cell, mutate, match):
     cell = copy.deepcopy(tiny_cell)
@@ -249,7 +249,7 @@ def test_fake_record_and_crash_once_hooks(tiny_cell, tmp_path):
     cell["framework"]["fake"] = {"record_file": str(record), "crash_once_file": str(marker)}
     script = textwrap.dedent("""
         import json, sys
-        from runner.cell import run_cell
+        from runner.cell.run import run_cell
         print(run_cell(json.load(sys.stdin)).status)
     """)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "3"}

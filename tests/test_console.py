@@ -55,10 +55,11 @@ def test_a_real_frameworks_chatter_goes_to_the_file_not_stderr(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys, warnings
         os.environ["KERAS_BACKEND"] = "tensorflow"
-        from runner.console import redirect_process_output
+        from runner.console.logs import redirect_process_output
         redirect_process_output({str(log)!r})
-        from frameworks.base import ParitySettings, get_adapter
-        get_adapter("keras", ParitySettings.from_config({{}}), "cpu")
+        from core.config import ParityConfig
+        from frameworks.base import get_adapter
+        get_adapter("keras", ParityConfig(), "cpu")
         import tensorflow as tf
         tf.get_logger().warning("a tf python warning")
         os.write(2, b"E0000 a C++ error line\\n")
@@ -92,7 +93,7 @@ def test_the_actor_body_measures_a_cold_start_once_and_writes_its_output_to_its_
         import json, sys
         from runner_support import compose_cfg
         from omegaconf import OmegaConf
-        import runner.actors as actors
+        import runner.cluster.actors as actors
         actors._where = lambda: {{"node_id": "n", "host": "h", "pid": 1, "gpu_ids": [], "cuda_visible_devices": None,
                                   "node_ip": None, "gpu_uuid": None, "git_sha": None}}
         cfg = OmegaConf.to_container(compose_cfg(), resolve=True)
@@ -117,3 +118,66 @@ def test_the_actor_body_measures_a_cold_start_once_and_writes_its_output_to_its_
     text = log.read_text()
     assert "hello from the actor" in text and text.count("=== cell ") == 2
     assert proc.stderr == "" and proc.stdout == ""  # fd 1 and 2 both go to the log
+
+
+def run_in_terminal(args: list[str], columns: int = 100, timeout: float = 300) -> tuple[int, str]:
+    """``python -m runner <args>`` on a pseudo-terminal of ``columns`` columns (stdout and stderr both a tty,
+    as in an interactive shell); returns the exit code and everything it wrote."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = cli_env(COLUMNS=str(columns), LINES="50", TERM="xterm-256color")
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=PROJECT_ROOT, env=env, stdin=slave,
+                            stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    chunks, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the child closed its end
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    code = proc.wait(timeout=30)
+    return code, b"".join(chunks).decode(errors="replace")
+
+
+def visible_lines(raw: str) -> list[str]:
+    """What a terminal shows, line by line: escape sequences removed, carriage returns start a line anew."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[()][0-9A-Za-z]|\x1b[=>78]", "", raw)
+    lines = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        lines += line.split("\r")
+    return lines
+
+
+def test_in_a_100_column_terminal_no_line_wraps_and_each_says_the_time_and_what_happened(tmp_path):
+    out = tmp_path / "out"
+    code, raw = run_in_terminal([*FAKE, "grid.framework=[fake,fake_twin]", "grid.seed=[0,1]", "report.enabled=true",
+                                 "runner.progress=true", f"hydra.run.dir={out}"], columns=100)
+    assert code == 0, raw[-3000:]
+    lines = [line for line in visible_lines(raw) if line.strip()]
+    too_long = [line for line in lines if len(line) > 100]
+    assert too_long == [], "\n".join(too_long)
+    import re
+
+    logged = [line for line in lines if re.match(r"\d\d:\d\d:\d\d  ", line)]
+    assert any(re.match(r"\d\d:\d\d:\d\d  ok +fake · seed 0 · batch 32 · cpu in [\d.]+ s · \d/4", line) for line in logged), lines
+    assert not any("[runner.sweep][INFO]" in line for line in lines)  # the full logging format stays in the log file
+    assert "[runner.sweep][INFO]" in (out / "sweep.log").read_text()
+    assert any(line.startswith("verdict") for line in lines)

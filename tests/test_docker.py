@@ -507,7 +507,7 @@ def test_cpu_image_builds_and_runs_the_runner(tmp_path):
     # Read back on the host, independently of the script's own check inside the image.
     import pandas as pd
 
-    from runner import provenance
+    from runner.cell import provenance
 
     parquets = list(out.glob("*/*/runs.parquet"))  # <date>/<time>/; fragments/ hold per-cell parts
     assert len(parquets) == 1, f"expected one <date>/<time>/runs.parquet under {out}: {parquets}"

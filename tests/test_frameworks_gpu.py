@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from core.batches import apply_augment
+from core.registry import REAL_FRAMEWORKS
 from frameworks_support import PIPELINE_BATCH, PIPELINE_SAMPLES, pipeline_plan, probe_gpu
 
 pytestmark = pytest.mark.gpu
-FRAMEWORKS = ["pytorch", "keras_jax", "keras_torch", "keras"]
+FRAMEWORKS = list(REAL_FRAMEWORKS)  # every real adapter of the registry
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from frameworks import pipeline as P
-from frameworks.knobs import EXECUTION_TABLE, unsupported
 from core.batches import apply_augment
 from frameworks_support import ROOT
 
@@ -53,24 +52,29 @@ def test_normalisation_affine_equals_the_reference_formula():
     np.testing.assert_allclose(x * scale + shift, (x.astype(np.float32) / 255 - mean) / std, atol=2e-6)
 
 
-def test_pipeline_settings_and_step_summary():
-    assert P.PipelineSettings.from_config({"name": "native", "workers": 3}).workers == 3
+def test_pipeline_config_and_step_summary():
+    from core.config import PipelineConfig, check_node
+
+    assert check_node(PipelineConfig, {"name": "native", "workers": 3}, "train.pipeline").workers == 3
     for bad, culprit in (({"name": "gpu"}, "train.pipeline.name"), ({"workers": -1}, "train.pipeline.workers"),
                          ({"threads": 2}, "threads"), ({"prefetch": True}, "train.pipeline.prefetch"),
                          ({"workers": 2.5}, "train.pipeline.workers")):
         with pytest.raises(ValueError, match=culprit):
-            P.PipelineSettings.from_config(bad)
+            check_node(PipelineConfig, bad, "train.pipeline")
     summary = P.step_time_summary([0.1] * 9 + [1.1])
     assert summary["steps"] == 10 and summary["step_seconds_median"] == pytest.approx(0.1)
     assert summary["step_seconds_p99"] > summary["step_seconds_p90"] > summary["step_seconds_p10"]
     assert P.step_time_summary(None)["steps"] is None
 
 
-def test_execution_table_names_every_mode_and_the_impossible_ones():
-    assert all(set(modes) == {"default", "compiled"} for modes in EXECUTION_TABLE.values())
-    assert "XLA" in unsupported("keras", "compiled", True, "gpu")
-    assert unsupported("keras", "compiled", False, "gpu") is None
-    assert unsupported("keras_jax", "default", True, "cpu") is None
+def test_adapters_name_the_combinations_they_cannot_honour():
+    from frameworks.base import Adapter
+    from frameworks.keras_adapter import KerasAdapter  # imports no framework until an instance is made
+
+    assert "XLA" in KerasAdapter.unsupported("keras", "compiled", True, "gpu")
+    assert KerasAdapter.unsupported("keras", "compiled", False, "gpu") is None
+    assert KerasAdapter.unsupported("keras_jax", "default", True, "cpu") is None
+    assert Adapter.unsupported("anything", "compiled", True, "cpu") is None  # the contract's default
 
 
 @pytest.mark.slow  # ~35 s: a fresh keras_torch process
@@ -81,15 +85,15 @@ def test_keras_torch_never_imports_tensorflow():
         import numpy as np
         from frameworks_support import pipeline_plan, TINY_MODEL, IMAGE_SIZE
         from core import spec as S
-        from frameworks.base import ParitySettings, TrainSettings, eval_plan, get_adapter
+        from core.config import ParityConfig, PipelineConfig, TrainConfig
+        from frameworks.base import eval_plan, get_adapter
         from frameworks.parity import build_spec
-        from frameworks.pipeline import PipelineSettings
         plan = pipeline_plan()
         spec = build_spec(TINY_MODEL, 4, IMAGE_SIZE)
-        adapter = get_adapter("keras_torch", ParitySettings(cpu_threads=1), "cpu", PipelineSettings())
-        adapter.build(spec, TrainSettings(batch_size=16), S.init_weights(spec, 0))
+        adapter = get_adapter("keras_torch", ParityConfig(cpu_threads=1), "cpu", PipelineConfig())
+        adapter.build(spec, TrainConfig(batch_size=16), S.init_weights(spec, 0))
         for pipe in ("device", "native"):
-            adapter.set_pipeline(PipelineSettings(name=pipe, workers=1))
+            adapter.set_pipeline(PipelineConfig(name=pipe, workers=1))
             adapter.train_epoch(plan)
             adapter.evaluate(eval_plan(plan.x, plan.y, np.arange(8), plan.mean, plan.std, 4))
             adapter.predict(plan.x[:3], plan.mean, plan.std)
@@ -102,17 +106,20 @@ def test_keras_torch_never_imports_tensorflow():
     assert "tensorflow" not in line and "torch" in line, line
 
 
-def test_settings_are_checked_by_the_one_schema_of_their_config_group():
-    """The adapters' settings and the Hydra schemas (core.config) have the same knobs, and a direct
-    caller's bad value gets the composition's message naming the knob."""
-    from core.config import ParityConfig, PipelineConfig
-    from frameworks.base import ParitySettings
+def test_adapters_receive_the_one_frozen_schema_of_their_config_group():
+    """One typed dataclass per config group, from composition to the adapter: the parity, train and
+    pipeline nodes an adapter gets are the frozen schemas of core.config, checked with the composition's
+    message naming the knob for a direct caller too."""
+    import dataclasses
 
-    assert set(ParitySettings.__dataclass_fields__) == set(ParityConfig.__dataclass_fields__)
-    assert set(P.PipelineSettings.__dataclass_fields__) == set(PipelineConfig.__dataclass_fields__)
-    assert ParitySettings.from_config({"execution": "compiled"}).execution == "compiled"
+    from core.config import ParityConfig, PipelineConfig, TrainConfig, check_node
+
+    assert check_node(ParityConfig, {"execution": "compiled"}, "parity").execution == "compiled"
+    for cls in (ParityConfig, PipelineConfig, TrainConfig):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(cls(), next(iter(cls.__dataclass_fields__)), None)
     for bad, culprit in (({"execution": "eager"}, "parity.execution"), ({"adam_beta_1": 1.0}, "parity.adam_beta_1"),
-                         ({"cpu_threads": 0}, "parity.cpu_threads"), ({"compile": "on"}, "parity.execution"),
+                         ({"cpu_threads": 0}, "parity.cpu_threads"), ({"compile": "on"}, "parity.compile"),
                          ({"jit": True}, "jit")):
         with pytest.raises(ValueError, match=culprit):
-            ParitySettings.from_config(bad)
+            check_node(ParityConfig, bad, "parity")

@@ -1,4 +1,4 @@
-"""runner.metrics.classification_metrics against values worked out by hand (see comments)."""
+"""runner.cell.metrics.classification_metrics against values worked out by hand (see comments)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from runner.metrics import RUNS_COLUMNS, MetricsError, classification_metrics
+from runner.cell.metrics import RUNS_COLUMNS, MetricsError, classification_metrics
 from core.results import RUNS_SCHEMA
 
 

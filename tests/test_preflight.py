@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runner.__main__ import _argv_with_defaults, new_run_dir, preflight
+from runner.__main__ import argv_with_defaults, new_run_dir, preflight
 from runner_support import FAKE, cli_env
 
 
@@ -98,9 +98,9 @@ def test_run_dirs_started_in_the_same_instant_never_collide(tmp_path):
 
 def test_the_command_line_gets_a_fresh_run_dir_unless_one_is_given_or_resumed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    a, b = _argv_with_defaults([]), _argv_with_defaults([])
+    a, b = argv_with_defaults([]), argv_with_defaults([])
     run_a = next(x for x in a if x.startswith("hydra.run.dir="))
     run_b = next(x for x in b if x.startswith("hydra.run.dir="))
     assert run_a != run_b
-    assert _argv_with_defaults(["hydra.run.dir=x"]).count("hydra.run.dir=x") == 1
-    assert "hydra.run.dir=old/run" in _argv_with_defaults(["runner.resume=old/run"])
+    assert argv_with_defaults(["hydra.run.dir=x"]).count("hydra.run.dir=x") == 1
+    assert "hydra.run.dir=old/run" in argv_with_defaults(["runner.resume=old/run"])

@@ -1,4 +1,4 @@
-"""Adaptive seeds (runner.target_ci) without Ray: ``runner.adaptive.add_seeds`` with cells run in this
+"""Adaptive seeds (runner.target_ci) without Ray: ``runner.sweep.adaptive.add_seeds`` with cells run in this
 process (numpy fake framework). The hook inside a real Ray sweep is in test_runner_sweep.py."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from runner_support import compose_cfg, runs
 
 import analysis
 from analysis.planning import SeedDecision
-from runner import adaptive
-from runner.cell import cell_id, run_cell
-from runner.grid import GridError
-from runner.manifest import open_sweep
-from runner.results import consolidate, read_fragments, write_fragment
+from runner.sweep import adaptive
+from runner.cell.run import cell_id, run_cell
+from runner.errors import GridError
+from runner.sweep.manifest import open_sweep
+from runner.store.fragments import consolidate, read_fragments, write_fragment
 
 
 def _sweep(tmp_path, *overrides):

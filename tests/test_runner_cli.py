@@ -56,7 +56,8 @@ def test_ctrl_c_exits_130_with_a_summary_and_the_printed_command_resumes_exactly
     resumed = run_cli(argv, HOME=str(home))
     assert resumed.returncode == 0, resumed.stdout
     assert f"running the {6 - len(done)} missing" in resumed.stdout
-    started = re.findall(r"start (\w{16}) \(", resumed.stdout)
+    log = (out / "sweep.log").read_text()  # the full lines (the console says the cell in words)
+    started = re.findall(r"start (\w{16}) \(", log[log.rindex("(resume) →"):])
     assert sorted(started) == sorted(set(runs(out).cell_id) - done)  # exactly the missing cells ran
     df = runs(out)
     assert len(df) == 6 and set(df.status) == {"ok"} and df.sweep_id.nunique() == 1

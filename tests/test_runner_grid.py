@@ -8,12 +8,13 @@ from collections import Counter
 import pytest
 
 from core.gate import GateRecord
-from runner import grid as gridlib
-from runner.identity import cell_id
-from runner.checks import check_sweep
-from runner.grid import DeviceInventory, GridError, interleave, plan, resolve_devices
-from runner.actors import actor_env
-from runner.slots import discover_slots, inventory
+from runner.planning import grid as gridlib
+from runner.cell.identity import cell_id
+from runner.planning.checks import check_sweep
+from runner.errors import GridError
+from runner.planning.grid import DeviceInventory, interleave, plan, resolve_devices
+from runner.cluster.actors import actor_env
+from runner.cluster.slots import discover_slots, inventory
 from runner_support import compose_cfg, frameworks_imported_by
 
 
@@ -207,8 +208,8 @@ class _StubRay:
 
 def _gate_run(tmp_path, overrides, calls):
     """``run_gate`` over stub actors of keras, pytorch and fake on one CPU slot; returns (cfg, record)."""
-    from runner.actors import ActorRecord
-    from runner.gate import run_gate
+    from runner.cluster.actors import ActorRecord
+    from runner.sweep.gate import run_gate
 
     cfg = compose_cfg(overrides)
     cells = plan(cfg).cells(["cpu"])
@@ -227,8 +228,8 @@ def _gate_run(tmp_path, overrides, calls):
 def test_parity_gate_runs_once_per_model_over_the_real_frameworks(tmp_path, monkeypatch):
     import frameworks.parity
 
-    from runner.gate import check_gate
-    from runner.outcome import SweepError
+    from runner.sweep.gate import check_gate
+    from runner.errors import SweepError
 
     def compare(outputs, tolerance):  # stand-in: capstone_cnn "differs"
         model = next(iter(outputs.values()))["model"]
@@ -262,8 +263,8 @@ def test_parity_gate_is_skipped_without_two_real_frameworks(tmp_path):
 def test_planning_real_frameworks_imports_none_of_them(tmp_path):
     code = f"""
 from runner_support import compose_cfg
-from runner.checks import check_sweep
-from runner.grid import interleave
+from runner.planning.checks import check_sweep
+from runner.planning.grid import interleave
 cfg = compose_cfg(["grid.framework=[keras,pytorch,keras_jax,keras_torch]", "grid.model=[small_cnn,capstone_cnn]",
                    "data.image_size=64"])
 cells = interleave(check_sweep(cfg, data=False).cells(["cpu"]), 0)
@@ -274,8 +275,8 @@ assert len(cells) == 4 * 2 * 3, len(cells)
 
 # ---- pairs on one device (the dispatcher's rule, with stand-in actors) -------------------------
 def _pair_dispatcher(tmp_path, nodes, seeds):
-    from runner.actors import ActorRecord
-    from runner.dispatch import Dispatcher
+    from runner.cluster.actors import ActorRecord
+    from runner.sweep.dispatch import Dispatcher
 
     cells = interleave(_cells(["grid.framework=[fake,fake_twin]", f"grid.seed={seeds}"], devices=["gpu"]), 0)
     slots = [s for s in discover_slots(nodes, concurrency=1, cpus_per_actor=None) if s.kind == "gpu"]
@@ -339,7 +340,7 @@ def test_a_lost_node_moves_the_pair_to_one_type_and_reruns_the_partner(tmp_path)
 
 
 def test_a_failed_join_names_the_token_settings():
-    from runner.ray_session import auth_hint
+    from runner.cluster.session import auth_hint
 
     hint = auth_hint(ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379"))
     assert "RAY_AUTH_MODE=token" in hint and "RAY_AUTH_TOKEN" in hint

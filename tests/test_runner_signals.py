@@ -223,8 +223,8 @@ def test_injected_disk_full_during_consolidation_consolidates_nothing_half_and_s
 
     import pyarrow.parquet as pq
 
-    from runner import results
-    from runner.io_errors import SweepIOError
+    from runner.store import fragments as results
+    from runner.store.io_errors import SweepIOError
 
     (tmp_path / "fragments").mkdir()
     real = pq.write_table
@@ -247,10 +247,10 @@ def test_injected_disk_full_during_consolidation_consolidates_nothing_half_and_s
 
 
 def test_the_stop_path_by_phase_with_real_signals_and_no_ray():
-    """runner.stopping on its own: real signals to this process, one stop path whatever the signal."""
+    """runner.sweep.stopping on its own: real signals to this process, one stop path whatever the signal."""
     import os
 
-    from runner.stopping import StopRequested, StopState, exit_code_for
+    from runner.sweep.stopping import StopRequested, StopState, exit_code_for
 
     assert [exit_code_for(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == [130, 143, 129]
     previous = signal.getsignal(signal.SIGTERM)
@@ -288,7 +288,7 @@ def test_the_stop_path_by_phase_with_real_signals_and_no_ray():
 
 
 def test_only_our_ray_sessions_processes_are_found_and_ended_and_a_dead_raylet_is_named(tmp_path, monkeypatch):
-    from runner import local_head
+    from runner.cluster import local_head
 
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     ours, theirs = 4242420, 4242421  # the pids in the session names (Ray names a session after its starter)

@@ -25,11 +25,11 @@ import pytest
 from runner_support import compose_cfg, fragment_ids, runs
 
 from runner import PROJECT_ROOT
-from runner.grid import GridError
+from runner.errors import GridError
 from core.results import RUNS_SCHEMA, read_metadata
-from runner.results import consolidate, ok_cell_ids
-from runner.outcome import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from runner.sweep import run_sweep
+from runner.store.fragments import consolidate, ok_cell_ids
+from runner.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from runner.sweep.run import run_sweep
 
 ray = pytest.importorskip("ray")
 
@@ -129,7 +129,7 @@ def test_gpu_actors_are_pinned_and_no_two_cells_share_a_device_at_once(tmp_path)
         visible_by_pid.setdefault(e["pid"], set()).add(e["cuda_visible_devices"])
     assert all(len(v) == 1 for v in visible_by_pid.values())
     assert sorted(v.pop() for v in visible_by_pid.values()) == ["", "0", "1"]  # the CPU actor sees no GPU
-    # Actors run at the driver's priority (Ray's default worker niceness is +15; see runner/ray_session.py).
+    # Actors run at the driver's priority (Ray's default worker niceness is +15; see runner/cluster/session.py).
     assert {e["niceness"] for e in events} == {os.nice(0)}
     # One timing cell per GPU at a time; a CPU cell on this (GPU) node runs alone.
     for index in (0, 1):
@@ -215,7 +215,7 @@ def test_a_stop_signal_while_the_actors_start_is_a_stop_even_when_ray_reraises_i
     # A SIGTERM landing inside ray.get while the actors start: Ray replaces our StopRequested by a
     # plain KeyboardInterrupt. Found by benchmarks/chaos.py: the sweep then said "interrupted before the
     # sweep started; nothing was written" (exit 130, no resume command) although its dir existed.
-    from runner.actors import ActorPool
+    from runner.cluster.actors import ActorPool
 
     def start(self, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)  # our handler raises StopRequested here...
@@ -256,7 +256,7 @@ def test_a_device_the_cluster_lacks_is_refused_before_any_cell_runs(tmp_path):
 _KILLED_WRITER = textwrap.dedent("""
     import os, signal, sys
     import pyarrow.parquet as pq
-    from runner import results
+    from runner.store import fragments as results
     real = pq.write_table
     calls = []
     def dying_write(table, path, *a, **k):
@@ -270,7 +270,7 @@ _KILLED_WRITER = textwrap.dedent("""
 
 
 def test_a_crash_mid_write_leaves_no_partial_fragment(tmp_path, monkeypatch):
-    from runner import results
+    from runner.store import fragments as results
 
     proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(tmp_path)], cwd=PROJECT_ROOT)
     assert proc.returncode == -signal.SIGKILL

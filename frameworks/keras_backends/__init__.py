@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from core.registry import FRAMEWORKS
-from frameworks.base import Batches, ParitySettings
-from frameworks.pipeline import PipelineSettings
+from core.config import ParityConfig, PipelineConfig
+from frameworks.base import Batches
 
 #: Keras adapter name → Keras backend (also the module name here).
 BACKEND_OF = {f.name: f.backend for f in FRAMEWORKS.values() if f.adapter.endswith(":KerasAdapter")}  # core.registry
@@ -37,11 +37,11 @@ class KerasBackend(abc.ABC):
     # ---- process and runtime (before / right after the framework import) -------------------
     @staticmethod
     @abc.abstractmethod
-    def prepare_process(parity: ParitySettings, device: str) -> None:
+    def prepare_process(parity: ParityConfig, device: str) -> None:
         """Environment that must exist before the backend (or keras) is imported; imports nothing."""
 
     @abc.abstractmethod
-    def configure(self, parity: ParitySettings, device: str) -> None:
+    def configure(self, parity: ParityConfig, device: str) -> None:
         """Import the framework; apply threads, precision and determinism; check the device."""
 
     @abc.abstractmethod
@@ -61,7 +61,7 @@ class KerasBackend(abc.ABC):
         """(intra-op threads, inter-op threads or None, TF32 allowed) as the framework reports them."""
 
     @abc.abstractmethod
-    def deterministic_in_effect(self, parity: ParitySettings) -> bool:
+    def deterministic_in_effect(self, parity: ParityConfig) -> bool:
         """Whether deterministic kernels are in force in this process."""
 
     def compile_detail(self, jit_compile: bool) -> str:
@@ -85,7 +85,7 @@ class KerasBackend(abc.ABC):
         device (put there once per prepared array), each batch gathered + normalised there."""
 
     @abc.abstractmethod
-    def native_dataset(self, keras: Any, batches: Batches, binary: bool, settings: PipelineSettings) -> Any:
+    def native_dataset(self, keras: Any, batches: Batches, binary: bool, settings: PipelineConfig) -> Any:
         """``pipeline=native``: the loading tools this backend's users are told to use."""
 
     @abc.abstractmethod

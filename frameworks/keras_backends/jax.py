@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from frameworks import pipeline as P
-from frameworks.base import Batches, ParitySettings
+from core.config import ParityConfig, PipelineConfig
+from frameworks.base import Batches
 from frameworks.keras_backends import KerasBackend
 from frameworks.keras_backends.common import available_cores, batch_dataset, labels, numpy_batch_maker
-from frameworks.pipeline import PipelineSettings
 
 _DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
 
@@ -26,7 +26,7 @@ class Backend(KerasBackend):
         self._batch_fn = None
 
     @staticmethod
-    def prepare_process(parity: ParitySettings, device: str) -> None:
+    def prepare_process(parity: ParityConfig, device: str) -> None:
         import sys
 
         if "jax" in sys.modules:
@@ -41,7 +41,7 @@ class Backend(KerasBackend):
         if parity.deterministic and _DETERMINISTIC_FLAG not in os.environ.get("XLA_FLAGS", ""):
             os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _DETERMINISTIC_FLAG).strip()
 
-    def configure(self, parity: ParitySettings, device: str) -> None:
+    def configure(self, parity: ParityConfig, device: str) -> None:
         import jax
 
         if device == "gpu" and not any(d.platform == "gpu" for d in jax.devices()):
@@ -77,7 +77,7 @@ class Backend(KerasBackend):
         precision = jax.config.jax_default_matmul_precision
         return available_cores(), None, precision not in ("float32", "highest")
 
-    def deterministic_in_effect(self, parity: ParitySettings) -> bool:
+    def deterministic_in_effect(self, parity: ParityConfig) -> bool:
         # XLA:CPU is deterministic; on a GPU the flag set before the import decides.
         import jax
 
@@ -148,7 +148,7 @@ class Backend(KerasBackend):
 
         return batch_dataset(keras, batches, make)
 
-    def native_dataset(self, keras: Any, batches: Batches, binary: bool, settings: PipelineSettings) -> Any:
+    def native_dataset(self, keras: Any, batches: Batches, binary: bool, settings: PipelineConfig) -> Any:
         return batch_dataset(keras, batches, numpy_batch_maker(batches, binary), workers=settings.workers)
 
     def device_inference_input(self, x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> Any:

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from frameworks import pipeline as P
-from frameworks.base import Batches, ParitySettings
+from core.config import ParityConfig, PipelineConfig
+from frameworks.base import Batches
 from frameworks.keras_backends import KerasBackend
 from frameworks.keras_backends.common import available_cores
 from frameworks.knobs import cpu_name
-from frameworks.pipeline import PipelineSettings
 
 
 class Backend(KerasBackend):
@@ -28,10 +28,10 @@ class Backend(KerasBackend):
         self._determinism_enabled = False
 
     @staticmethod
-    def prepare_process(parity: ParitySettings, device: str) -> None:
+    def prepare_process(parity: ParityConfig, device: str) -> None:
         pass
 
-    def configure(self, parity: ParitySettings, device: str) -> None:
+    def configure(self, parity: ParityConfig, device: str) -> None:
         import tensorflow as tf
 
         if parity.cpu_threads is not None:
@@ -89,7 +89,7 @@ class Backend(KerasBackend):
         inter = tf.config.threading.get_inter_op_parallelism_threads() or available_cores()
         return intra, inter, bool(tf.config.experimental.tensor_float_32_execution_enabled())
 
-    def deterministic_in_effect(self, parity: ParitySettings) -> bool:
+    def deterministic_in_effect(self, parity: ParityConfig) -> bool:
         # TensorFlow has no public reader of its op-determinism flag; it is process-wide and can only
         # be switched on, so this records whether an adapter in this process switched it on.
         return self._determinism_enabled
@@ -164,7 +164,7 @@ class Backend(KerasBackend):
         return (tf.data.Dataset.from_tensor_slices((rows, targets)).batch(batches.batch_size)
                 .map(load).prefetch(1).with_options(options))
 
-    def native_dataset(self, keras: Any, batches: Batches, binary: bool, settings: PipelineSettings) -> Any:
+    def native_dataset(self, keras: Any, batches: Batches, binary: bool, settings: PipelineConfig) -> Any:
         """tf.data as its guide advises: per-sample map (tf.image flips, rot90, normalise) with parallel
         calls, batch, prefetch (AUTOTUNE), deterministic order, its own thread pool of ``workers``."""
         import tensorflow as tf

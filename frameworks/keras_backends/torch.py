@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 
 from frameworks import pipeline as P
-from frameworks.base import Batches, ParitySettings
+from core.config import ParityConfig, PipelineConfig
+from frameworks.base import Batches
 from frameworks.keras_backends import KerasBackend
 from frameworks.keras_backends.common import batch_dataset, labels, numpy_batch_maker
 from frameworks.knobs import cpu_name
-from frameworks.pipeline import PipelineSettings
 
 
 class Backend(KerasBackend):
@@ -23,13 +23,13 @@ class Backend(KerasBackend):
         self._data = None  # frameworks.pytorch_adapter.DeviceData, NHWC rows
 
     @staticmethod
-    def prepare_process(parity: ParitySettings, device: str) -> None:
+    def prepare_process(parity: ParityConfig, device: str) -> None:
         if device == "cpu":
             os.environ["KERAS_TORCH_DEVICE"] = "cpu"  # read once, at the first `import keras`
         if parity.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
 
-    def configure(self, parity: ParitySettings, device: str) -> None:
+    def configure(self, parity: ParityConfig, device: str) -> None:
         import torch
 
         if parity.cpu_threads is not None:
@@ -78,7 +78,7 @@ class Backend(KerasBackend):
 
         return torch.get_num_threads(), torch.get_num_interop_threads(), bool(torch.backends.cuda.matmul.allow_tf32)
 
-    def deterministic_in_effect(self, parity: ParitySettings) -> bool:
+    def deterministic_in_effect(self, parity: ParityConfig) -> bool:
         import torch
 
         return bool(torch.are_deterministic_algorithms_enabled())
@@ -128,7 +128,7 @@ class Backend(KerasBackend):
 
         return batch_dataset(keras, batches, make)
 
-    def native_dataset(self, keras: Any, batches: Batches, binary: bool, settings: PipelineSettings) -> Any:
+    def native_dataset(self, keras: Any, batches: Batches, binary: bool, settings: PipelineConfig) -> Any:
         return batch_dataset(keras, batches, numpy_batch_maker(batches, binary), workers=settings.workers)
 
     def device_inference_input(self, x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> Any:

@@ -8,11 +8,8 @@ from typing import Any, Mapping, Sequence
 
 log = logging.getLogger("runner.sweep")
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class SweepError(RuntimeError):
-    """The sweep cannot go on (Ray unavailable, actors unplaceable, failed gate): one line, exit 1."""
+from runner.cell.identity import cell_label
+from runner.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 
 @dataclass
@@ -35,22 +32,14 @@ class SweepOutcome:
     error: BaseException | None = None  # what made the sweep fail (its traceback: runner.debug=true)
 
 
-def cell_label(cell: Mapping[str, Any]) -> str:
-    """``<cell id> (<framework> seed=… batch=… device=…)`` for log lines."""
-    from runner.identity import cell_id
-
-    return (f"{cell_id(cell)} ({cell['framework']['name']} seed={cell['seed']} "
-            f"batch={cell['train']['batch_size']} device={cell['device']})")
-
-
 def count_cells(outcome: SweepOutcome, out_dir: Path) -> None:
     """Fill ``ok``/``failed``/``missing`` of ``outcome`` from the fragments on disk."""
-    from runner import results  # pyarrow: not needed by a command that stops at its input checks
+    from runner.store import fragments as results  # pyarrow: not needed by a command that stops at its input checks
 
     runs = results.read_fragments(out_dir, "runs")
     status = dict(zip(runs["cell_id"].to_pylist(), zip(runs["status"].to_pylist(), runs["error"].to_pylist())))
     outcome.ok = [c for c in outcome.planned if status.get(c, (None,))[0] == "ok"]
-    # "skipped": a combination the framework cannot honour (frameworks.knobs.unsupported) — stated, not a failure.
+    # "skipped": a combination the framework cannot honour (Adapter.unsupported) — stated, not a failure.
     outcome.failed = {c: status[c][1] or "failed" for c in outcome.planned
                       if c in status and status[c][0] not in ("ok", "skipped")}
     outcome.missing = [c for c in outcome.planned if c not in status]

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from core.atomic import atomic_path
 from core.results import FRAGMENTS_DIR, SCHEMAS, encode_metadata, fragment_dirs, to_table
-from runner.io_errors import sweep_io
+from runner.store.io_errors import sweep_io
 
 
 def write_fragment(root: str | Path, cell_id: str, tables: Mapping[str, Iterable[Mapping[str, Any]]],

@@ -1,7 +1,7 @@
 """Every check of a sweep's input, in one place, before Ray starts (exit 2, one line, nothing written).
 
 1. The schemas (``core.config.validate``): unknown keys, types, ranges, choices of every group.
-2. The grid (``runner.grid.plan``): axes, options of the model/data/framework axes, device words.
+2. The grid (``runner.planning.grid.plan``): axes, options of the model/data/framework axes, device words.
 3. Across groups: each model fits each dataset's image size (the spec's own error), and — with the
    data prepared on the driver (decoded once into the shared cache the cells read anyway) — the
    data path exists, holds >= 2 classes and no unreadable image (``data.on_corrupt=error``), and
@@ -19,8 +19,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from core.config import ConfigError, validate
 from core.errors import DataError
-from runner import grid as gridlib
-from runner.grid import GridError
+from runner.planning import grid as gridlib
+from runner.errors import GridError
 
 
 def check_config(cfg: Any) -> None:

@@ -23,7 +23,7 @@ class CellConfigError(ValueError):
     """A cell config that lacks a part or has one of the wrong shape."""
 
 
-def _plain_containers(value: Any) -> Any:
+def plain_containers(value: Any) -> Any:
     """OmegaConf containers / mappings / sequences → plain dicts and lists (recursively)."""
     try:
         from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -33,9 +33,9 @@ def _plain_containers(value: Any) -> Any:
     except ImportError:  # pragma: no cover - omegaconf ships with hydra
         pass
     if isinstance(value, Mapping):
-        return {str(k): _plain_containers(v) for k, v in value.items()}
+        return {str(k): plain_containers(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain_containers(v) for v in value]
+        return [plain_containers(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     return value
@@ -53,14 +53,15 @@ def _relocatable(value: Any) -> Any:
     return value
 
 
-def _digest(obj: Any) -> str:
+def digest(obj: Any) -> str:
+    """sha256 hex of the canonical JSON of ``obj`` (sorted keys, no spaces, ASCII; other types as ``str``)."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def cell_identity(cell: Mapping[str, Any]) -> dict[str, Any]:
     """The identity part of a resolved cell: ``IDENTITY_KEYS``, minus cache locations, paths relative."""
-    cell = _plain_containers(cell)
+    cell = plain_containers(cell)
     missing = [k for k in IDENTITY_KEYS if k not in cell]
     if missing:
         raise CellConfigError(f"cell config lacks {missing}; a cell needs {list(IDENTITY_KEYS)}")
@@ -77,9 +78,31 @@ def cell_id(cell: Mapping[str, Any]) -> str:
     Independent of key order, process, checkout location and dataset cache location; runner,
     report, grid, Hydra and output settings are not part of it.
     """
-    return _digest(cell_identity(cell))[:16]
+    return digest(cell_identity(cell))[:16]
 
 
 def config_hash(cell: Mapping[str, Any]) -> str:
     """16-hex sha256 of the whole cell mapping as given (cache paths and any extra keys included)."""
-    return _digest(_plain_containers(cell))[:16]
+    return digest(plain_containers(cell))[:16]
+
+
+def cell_label(cell: Mapping[str, Any]) -> str:
+    """``<cell id> (<framework> seed=… batch=… device=…)`` — for the sweep log and actor logs."""
+    return (f"{cell_id(cell)} ({cell['framework']['name']} seed={cell['seed']} "
+            f"batch={cell['train']['batch_size']} device={cell['device']})")
+
+
+def cell_words(cell: Mapping[str, Any]) -> str:
+    """A cell for a person: ``keras · seed 0 · batch 64 · cpu``, plus what differs from the defaults
+    (``compiled``, ``pipeline native``, ``mixed_bf16``)."""
+    parity, train = cell.get("parity") or {}, cell.get("train") or {}
+    words = [str(cell["framework"]["name"]), f"seed {cell['seed']}", f"batch {train.get('batch_size')}",
+             str(cell["device"])]
+    if parity.get("execution") not in (None, "default"):
+        words.append(str(parity["execution"]))
+    pipeline = (train.get("pipeline") or {}).get("name")
+    if pipeline not in (None, "device"):
+        words.append(f"pipeline {pipeline}")
+    if parity.get("precision") not in (None, "fp32"):
+        words.append(str(parity["precision"]))
+    return " · ".join(words)

@@ -12,9 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from core.gate import GateCheck, GateRecord
 from core.registry import FRAMEWORKS
 from core.text import one_line
-from runner import grid as gridlib
-from runner.actors import ActorRecord
-from runner.outcome import SweepError
+from runner.planning import grid as gridlib
+from runner.cluster.actors import ActorRecord
+from runner.errors import SweepError
 
 log = logging.getLogger("runner.sweep")
 
@@ -26,10 +26,14 @@ GATE_SKIP = {n for n, f in FRAMEWORKS.items() if not f.real}
 def run_gate(ray, actors: Sequence[ActorRecord], cells: Sequence[Mapping[str, Any]], cfg: DictConfig,
              runner_cfg: Mapping[str, Any]) -> GateRecord:
     """One check per distinct (model, data) of ``cells``, over their real frameworks."""
-    frameworks = sorted({c["framework"]["name"] for c in cells} - GATE_SKIP)
+    names = {c["framework"]["name"] for c in cells}
+    frameworks = sorted(names - GATE_SKIP)
+    stand_ins = sorted(names & GATE_SKIP)
+    unchecked = f"; not checked: {', '.join(stand_ins)} (stand-ins that build no model spec)" if stand_ins else ""
     record = GateRecord.new(frameworks)
     if len(frameworks) < 2:
-        record.status, record.summary = "skipped", f"fewer than two real frameworks ({frameworks or 'none'})"
+        record.status = "skipped"
+        record.summary = f"fewer than two real frameworks ({', '.join(frameworks) or 'none'}){unchecked}"
         log.info("equivalence gate skipped: %s", record.summary)
         return record
     from frameworks.parity import compare
@@ -51,7 +55,9 @@ def run_gate(ray, actors: Sequence[ActorRecord], cells: Sequence[Mapping[str, An
             check.status = "passed" if check.comparison["passed"] else "failed"
         record.checks.append(check)
         log.info("equivalence gate %s × %s over %s: %s", check.model, check.data, frameworks, check.status.upper())
-    return record.conclude()
+    record.conclude()
+    record.summary += unchecked
+    return record
 
 
 def _gate_outputs(ray, actors, frameworks, check: GateCheck, model_cfg, data_cfg, parity_cfg, seed) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """One cell, end to end: prepare data → build the spec natively → train (timed) → test metrics → rows.
 
 (Over 400 lines on purpose: every clock a cell reads is in this one file, so what a timed second
-contains can be checked in one place; its identity is ``runner.identity``.)
+contains can be checked in one place; its identity is ``runner.cell.identity``.)
 
 A cell is a pure function from a fully resolved config to result rows (``runs``, ``epochs``,
-``predictions`` of ``runner/results.py``). ``run_cell`` is what the Ray actors call; the CLI runs one
+``predictions`` of ``runner/store/fragments.py``). ``run_cell`` is what the Ray actors call; the CLI runs one
 cell in-process::
 
     uv run python -m runner.cell framework=pytorch seed=0 [data=synthetic train=tiny ...]
@@ -32,7 +32,7 @@ What is timed, and how (every clock read is preceded by ``adapter.sync()``):
   ``train.inference.warmup_calls`` untimed calls, then timed calls until both
   ``inference.min_calls`` and ``inference.min_seconds`` are reached (or ``max_seconds``); latency
   p50/p90/p99 and throughput median/p10/p90 (from per-call times) and the call counts are recorded.
-- Peak host RSS is per cell where Linux allows a reset (see ``runner/provenance.py``); peak device
+- Peak host RSS is per cell where Linux allows a reset (see ``runner/cell/provenance.py``); peak device
   memory is the adapter's framework-native counter, reset at the start of the cell (``None`` on CPU).
 """
 from __future__ import annotations
@@ -50,15 +50,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from core.config import ConfigError, FrameworkConfig, TrainConfig, check_node
+from core.config import ConfigError, FrameworkConfig, InferenceConfig, ParityConfig, TrainConfig, check_node
 from core.registry import FRAMEWORKS
 from core.results import RUNS_SCHEMA
 from core.text import one_line
 from runner import CONF_DIR
-from runner import provenance
-from runner.metrics import RUNS_COLUMNS as METRIC_COLUMNS
-from runner.identity import IDENTITY_KEYS, CellConfigError, _digest, _plain_containers, cell_id, config_hash
-from runner.metrics import classification_metrics
+from runner.cell import provenance
+from runner.cell.metrics import RUNS_COLUMNS as METRIC_COLUMNS
+from runner.cell.identity import IDENTITY_KEYS, CellConfigError, cell_id, config_hash, digest, plain_containers
+from runner.cell.metrics import classification_metrics
 
 log = logging.getLogger("runner.cell")  # not "__main__" under python -m
 
@@ -66,8 +66,9 @@ log = logging.getLogger("runner.cell")  # not "__main__" under python -m
 CONTEXT_COLUMNS = ("host", "node_id", "node_ip", "gpu_index", "gpu_uuid", "accelerator_type", "attempt", "concurrency",
                    "git_sha")
 
+
 class CellSkipped(Exception):
-    """A combination the framework cannot honour (``frameworks.knobs.unsupported``): not run, not a failure."""
+    """A combination the framework cannot honour (its adapter's ``unsupported``): not run, not a failure."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-#: ``adapter_cache`` key of an actor's cold-start measurement (``runner.actors``), used by one cell.
+#: ``adapter_cache`` key of an actor's cold-start measurement (``runner.cluster.actors``), used by one cell.
 COLD_START_KEY = "cold_start"
 
 
@@ -141,9 +142,9 @@ def run_cell(cell: Mapping[str, Any], *, sweep_id: str = "", context: Mapping[st
     notes: list[str] = []
     state: dict[str, Any] = {}  # what _run got as far as (the adapter cache key)
     # A config too broken to hash still gets a (stable) id, so its failed row can be stored.
-    row["cell_id"] = "invalid-" + _digest(repr(cell))[:8]
+    row["cell_id"] = "invalid-" + digest(repr(cell))[:8]
     try:
-        cell = _plain_containers(cell)
+        cell = plain_containers(cell)
         row["cell_id"] = cid = cell_id(cell)
         row["config_hash"] = config_hash(cell)
         _fill_context(row, context or {})
@@ -176,20 +177,15 @@ def _fill_context(row: dict[str, Any], context: Mapping[str, Any]) -> None:
 
 @dataclass
 class _Cell:
-    """What one cell's steps share: its config, validated settings, and the rows it fills."""
+    """What one cell's steps share: its config, its typed settings (``core.config``), and its row."""
 
     cell: dict[str, Any]
     cid: str
     row: dict[str, Any]
-    framework: str
+    framework: FrameworkConfig  # the adapter's own schema (``Adapter.config_schema``), checked in _adapter
     seed: int
-    epochs: int
-    parity: Any  # frameworks.base.ParitySettings
-    train: Any  # frameworks.base.TrainSettings
-    throughput_batch_size: int
-    inference: "InferenceSettings"
-    pipeline: Any  # frameworks.pipeline.PipelineSettings
-    augment: dict[str, Any]
+    parity: ParityConfig
+    train: TrainConfig  # with its pipeline, inference and augment settings
 
 
 def _run(cell: dict[str, Any], cid: str, row: dict[str, Any], epoch_rows: list, prediction_rows: list,
@@ -198,60 +194,40 @@ def _run(cell: dict[str, Any], cid: str, row: dict[str, Any], epoch_rows: list, 
     import runner.data as data
 
     c = _settings(cell, cid, row)
+    adapter = _adapter(c, adapter_cache, state)  # a combination it cannot honour is skipped before it is made
     ds = data.prepare(cell["data"], c.seed)
     row.update(data=ds.name, num_classes=int(ds.num_classes), image_size=int(ds.image_size), split_hash=ds.split_hash)
     spec = _model_spec(cell, ds)
     row["model"] = spec.name
-    adapter = _adapter(c, adapter_cache, state)
     build_seconds = _build(c, adapter, spec)
     epoch_rows.extend(_train(c, adapter, ds, build_seconds))
     prediction_rows.extend(_test_quality(c, adapter, ds, notes))
     test_idx = np.asarray(ds.test_idx)
-    row.update(_latency(adapter, ds, test_idx, c.inference))
-    row.update(_throughput(adapter, ds, test_idx, c.throughput_batch_size, c.inference))
+    row.update(_latency(adapter, ds, test_idx, c.train.inference))
+    row.update(_throughput(adapter, ds, test_idx, c.train.throughput_batch_size, c.train.inference))
     row["peak_host_rss_mib"] = provenance.peak_rss_mib()
     peak_device = adapter.peak_device_memory_bytes()
     row["peak_device_memory_mib"] = None if peak_device is None else peak_device / 2**20
 
 
 def _settings(cell: dict[str, Any], cid: str, row: dict[str, Any]) -> _Cell:
-    """The cell's settings, checked against the schemas (``core.config``); fills the identity columns of ``row``."""
-    from frameworks.base import ParitySettings, TrainSettings
-    from frameworks.knobs import unsupported
-    from frameworks.pipeline import PipelineSettings
-
+    """The cell's typed settings (``core.config``, the same schemas as at composition); fills the identity
+    columns of ``row``."""
     try:
         framework_cfg = check_node(FrameworkConfig, {k: cell["framework"][k] for k in ("name", "backend")}, "framework")
         train_cfg = check_node(TrainConfig, cell["train"], "train")
+        parity = check_node(ParityConfig, cell["parity"], "parity")
     except (ConfigError, TypeError, KeyError) as exc:
         raise CellConfigError(f"cell config: {exc}") from None
-    parity = ParitySettings.from_config(cell["parity"])
     seed = int(cell["seed"])
-    batch_size = train_cfg.batch_size
-    train = TrainSettings(optimizer=train_cfg.optimizer, learning_rate=train_cfg.learning_rate, batch_size=batch_size,
-                          eval_batch_size=train_cfg.eval_batch_size, seed=seed)
-    c = _Cell(cell=cell, cid=cid, row=row, framework=framework_cfg.name, seed=seed, epochs=train_cfg.epochs,
-              parity=parity, train=train, throughput_batch_size=train_cfg.throughput_batch_size,
-              inference=InferenceSettings(**dataclasses.asdict(train_cfg.inference)),
-              pipeline=_pipeline_settings(PipelineSettings, cell["train"]),
-              augment=dict(cell["train"].get("augment") or {}))
-    row.update(framework=c.framework, backend=framework_cfg.backend, seed=seed, batch_size=batch_size,
-               epochs=c.epochs, device=str(cell["device"]), data=cell["data"].get("name"),
+    c = _Cell(cell=cell, cid=cid, row=row, framework=framework_cfg, seed=seed, parity=parity, train=train_cfg)
+    row.update(framework=framework_cfg.name, backend=framework_cfg.backend, seed=seed, batch_size=train_cfg.batch_size,
+               epochs=train_cfg.epochs, device=str(cell["device"]), data=cell["data"].get("name"),
                model=str(cell["model"].get("_target_", "")).rsplit(".", 1)[-1] or None,
                precision_policy=parity.precision, execution_mode=parity.execution, parity_mode=parity.mode,
-               deterministic=parity.deterministic, pipeline=c.pipeline.name,
-               cpu_threads=parity.cpu_threads, throughput_batch_size=c.throughput_batch_size)
-    reason = unsupported(c.framework, parity.execution, parity.deterministic, _adapter_device(cell["device"]))
-    if reason:
-        raise CellSkipped(reason)
+               deterministic=parity.deterministic, pipeline=train_cfg.pipeline.name,
+               cpu_threads=parity.cpu_threads, throughput_batch_size=train_cfg.throughput_batch_size)
     return c
-
-
-def _pipeline_settings(settings_cls, train_cfg: Mapping[str, Any]):
-    try:
-        return settings_cls.from_config(train_cfg.get("pipeline"))
-    except (TypeError, ValueError) as exc:
-        raise CellConfigError(f"train.pipeline: {exc}") from None
 
 
 def _model_spec(cell: dict[str, Any], ds):
@@ -263,22 +239,34 @@ def _model_spec(cell: dict[str, Any], ds):
 
 
 def _adapter(c: _Cell, adapter_cache: dict | None, state: dict[str, Any]):
-    """The framework's adapter (import + runtime set-up), cached per process; fills versions and device."""
-    from frameworks.base import get_adapter
+    """The framework's adapter (import + runtime set-up), cached per process; fills versions and device.
 
-    row = c.row
+    Raises ``CellSkipped`` for a combination the adapter cannot honour — asked of its class, before an
+    instance exists (making one may change process-wide state, e.g. TensorFlow's op determinism)."""
+    from frameworks.base import adapter_class
+
+    row, name = c.row, c.framework.name
     device = _adapter_device(c.cell["device"])
-    cache_key = (c.framework, c.parity, device)
+    cache_key = (name, c.parity, device)
     adapter = adapter_cache.get(cache_key) if adapter_cache is not None else None
+    already = _framework_imported(name)
+    with provenance.Stopwatch() as import_sw:
+        cls = type(adapter) if adapter is not None else adapter_class(name)
+    reason = cls.unsupported(name, c.parity.execution, c.parity.deterministic, device)
+    if reason:
+        raise CellSkipped(reason)
+    try:
+        options = check_node(cls.config_schema, c.cell["framework"], "framework")
+    except ConfigError as exc:
+        raise CellConfigError(f"cell config: {exc} (the {name} adapter reads {cls.config_schema.__name__})") from None
     if adapter is None:
-        already = _framework_imported(c.framework)
-        with provenance.Stopwatch() as import_sw:
-            adapter = get_adapter(c.framework, c.parity, device, c.pipeline)
+        with provenance.Stopwatch() as make_sw:
+            adapter = cls(parity=c.parity, device=device, framework=name, pipeline=c.train.pipeline)
         if already:  # imported by the gate or an earlier cell: what the stopwatch saw is not an import
             row["import_seconds"] = None
             row["import_note"] = "not measured: the framework was already imported in this process"
         else:
-            row["import_seconds"] = import_sw.seconds
+            row["import_seconds"] = import_sw.seconds + make_sw.seconds
             row["import_note"] = "cold start: first import in this process (runner.cell)"
         if adapter_cache is not None:
             adapter_cache[cache_key] = adapter
@@ -290,12 +278,12 @@ def _adapter(c: _Cell, adapter_cache: dict | None, state: dict[str, Any]):
         else:
             row["import_seconds"] = None
             row["import_note"] = "not measured: adapter reused from an earlier cell of this process"
-        adapter.set_pipeline(c.pipeline)  # the device copy of the images stays cached in the adapter
+        adapter.set_pipeline(c.train.pipeline)  # the device copy of the images stays cached in the adapter
     state["cache_key"] = cache_key
-    _apply_framework_options(adapter, c.cell)
+    adapter.configure(options)
     versions = {**provenance.library_versions(), **adapter.versions()}
     row["versions"] = json.dumps(versions, sort_keys=True)
-    row["framework_version"] = versions.get(FRAMEWORKS[c.framework].package)
+    row["framework_version"] = versions.get(FRAMEWORKS[name].package)
     info = adapter.device_info()
     row.update(device_kind=info.get("device_kind"), device_name=info.get("device_name"))
     adapter.reset_peak_memory()
@@ -308,10 +296,10 @@ def _build(c: _Cell, adapter, spec) -> float:
 
     weights = init_weights(spec, c.seed) if c.parity.weight_init == "ported" else None
     with provenance.Stopwatch(adapter.sync) as build_sw:
-        adapter.build(spec, c.train, weights)
+        adapter.build(spec, c.train, weights, c.seed)
     counts = adapter.param_counts()
-    if getattr(adapter, "builds_spec", True) and counts != spec.param_counts():
-        raise RuntimeError(f"{c.framework}: built model has {counts} parameters, the spec {spec.name} has "
+    if adapter.builds_spec and counts != spec.param_counts():
+        raise RuntimeError(f"{c.framework.name}: built model has {counts} parameters, the spec {spec.name} has "
                            f"{spec.param_counts()}; the native build does not match the spec")
     c.row.update(param_count=int(counts["trainable"]), param_count_total=int(counts["total"]),
                  parity_knobs=json.dumps(adapter.knobs(), sort_keys=True, default=str))
@@ -328,8 +316,9 @@ def _train(c: _Cell, adapter, ds, build_seconds: float) -> list[dict[str, Any]]:
     y_val = ds.y[ds.val_idx]
     val_plan = eval_plan(ds.x, ds.y, ds.val_idx, ds.mean, ds.std, c.train.eval_batch_size)
     epoch_rows, epoch_seconds = [], []
-    for epoch in range(c.epochs):
-        batches = data.epoch_batches(ds, c.seed, epoch, batch_size, c.augment, split="train")
+    augment = dataclasses.asdict(c.train.augment)
+    for epoch in range(c.train.epochs):
+        batches = data.epoch_batches(ds, c.seed, epoch, batch_size, augment, split="train")
         n = len(batches.order)
         # Epoch 0's first batch goes alone so the first optimizer step can be timed (see module doc).
         parts = [slice(0, batch_size), slice(batch_size, n)] if epoch == 0 and n > batch_size else [slice(0, n)]
@@ -344,7 +333,7 @@ def _train(c: _Cell, adapter, ds, build_seconds: float) -> list[dict[str, Any]]:
             row["time_to_first_step_seconds"] = build_seconds + part_seconds[0]
         epoch_stats = _merge_stats(stats) if len(stats) > 1 else stats[0]
         if epoch_stats.samples != n:
-            raise RuntimeError(f"{c.framework}: train_epoch saw {epoch_stats.samples} samples, the epoch has {n} "
+            raise RuntimeError(f"{c.framework.name}: train_epoch saw {epoch_stats.samples} samples, the epoch has {n} "
                                "(a dropped or repeated batch)")
         seconds = float(sum(part_seconds))
         epoch_seconds.append(seconds)
@@ -353,13 +342,13 @@ def _train(c: _Cell, adapter, ds, build_seconds: float) -> list[dict[str, Any]]:
             val_loss, val_probs = adapter.evaluate(val_plan)
             val_accuracy = float(np.mean(np.asarray(val_probs).argmax(axis=1) == y_val))
             val_loss = float(val_loss)
-        epoch_rows.append({"sweep_id": row["sweep_id"], "cell_id": c.cid, "framework": c.framework, "seed": c.seed,
+        epoch_rows.append({"sweep_id": row["sweep_id"], "cell_id": c.cid, "framework": c.framework.name, "seed": c.seed,
                            "epoch": epoch + 1, "train_loss": float(epoch_stats.loss),
                            "train_accuracy": float(epoch_stats.accuracy), "val_loss": val_loss,
                            "val_accuracy": val_accuracy, "epoch_seconds": seconds,
                            "images_per_second": n / seconds if seconds > 0 else None,
                            **step_time_summary(step_seconds)})
-        log.info("epoch %d/%d: %.2fs, train loss %.4f acc %.4f, val acc %s", epoch + 1, c.epochs, seconds,
+        log.info("epoch %d/%d: %.2fs, train loss %.4f acc %.4f, val acc %s", epoch + 1, c.train.epochs, seconds,
                  epoch_stats.loss, epoch_stats.accuracy, "n/a" if val_accuracy is None else f"{val_accuracy:.4f}")
     steady = epoch_seconds[1:] or epoch_seconds[:1]
     median_epoch = float(np.median(steady))
@@ -381,7 +370,7 @@ def _test_quality(c: _Cell, adapter, ds, notes: list) -> list[dict[str, Any]]:
     _, probs = adapter.evaluate(eval_plan(ds.x, ds.y, test_idx, ds.mean, ds.std, c.train.eval_batch_size))
     probs = np.asarray(probs, dtype=np.float32)
     if probs.shape != (test_idx.size, ds.num_classes):
-        raise RuntimeError(f"{c.framework}: evaluate returned scores of shape {probs.shape}, "
+        raise RuntimeError(f"{c.framework.name}: evaluate returned scores of shape {probs.shape}, "
                            f"expected ({test_idx.size}, {ds.num_classes})")
     metrics = classification_metrics(y_test, probs, ds.classes)
     notes.extend(metrics["notes"])
@@ -389,42 +378,12 @@ def _test_quality(c: _Cell, adapter, ds, notes: list) -> list[dict[str, Any]]:
         value = metrics[key]
         row[key] = json.dumps(value) if key in ("confusion_matrix", "per_class", "classes") else value
     y_pred = probs.argmax(axis=1)
-    return [{"sweep_id": row["sweep_id"], "cell_id": c.cid, "framework": c.framework, "seed": c.seed,
+    return [{"sweep_id": row["sweep_id"], "cell_id": c.cid, "framework": c.framework.name, "seed": c.seed,
              "sample_index": int(i), "y_true": int(t), "y_pred": int(p), "scores": s}
             for i, t, p, s in zip(test_idx.tolist(), y_test.tolist(), y_pred.tolist(), probs.tolist())]
 
 
-def _apply_framework_options(adapter, cell: dict[str, Any]) -> None:
-    """Hand the ``framework`` node's own options (e.g. ``num_workers``) to the adapter.
-
-    An adapter with a ``configure(cell)`` method reads them itself; otherwise each option must name
-    a class attribute of the adapter (``PyTorchAdapter.num_workers``), which is set on the instance —
-    an option the adapter does not have is an error, not a silent no-op.
-    """
-    configure = getattr(adapter, "configure", None)
-    if callable(configure):
-        configure(cell)
-        return
-    framework_cfg = cell["framework"]
-    for key, value in framework_cfg.items():
-        if key in ("name", "backend"):
-            continue
-        if key.startswith("_") or not hasattr(type(adapter), key) or callable(getattr(type(adapter), key)):
-            raise CellConfigError(f"framework.{key}: the {framework_cfg['name']} adapter has no option {key!r}")
-        setattr(adapter, key, value)
-
-
-@dataclass(frozen=True)
-class InferenceSettings:
-    """``train.inference``: how many calls time an inference figure (repeats driven by time)."""
-
-    warmup_calls: int = 5  # untimed (compilation, autotuning, allocator growth)
-    min_calls: int = 20  # timed calls at least ...
-    min_seconds: float = 1.0  # ... and at least this long in total ...
-    max_seconds: float = 30.0  # ... unless this is reached first (a very slow model on a CPU)
-
-
-def timed_calls(adapter, batch, settings: InferenceSettings) -> np.ndarray:
+def timed_calls(adapter, batch, settings: InferenceConfig) -> np.ndarray:
     """Seconds of each timed ``adapter.infer(batch)`` call (clock read after ``sync``), after
     ``warmup_calls`` untimed ones; calls continue until ``min_calls`` and ``min_seconds`` are both
     reached, or ``max_seconds`` has passed (at least one call is always timed)."""
@@ -446,7 +405,7 @@ def timed_calls(adapter, batch, settings: InferenceSettings) -> np.ndarray:
             return np.asarray(times)
 
 
-def _latency(adapter, ds, test_idx: np.ndarray, settings: InferenceSettings) -> dict[str, float | int]:
+def _latency(adapter, ds, test_idx: np.ndarray, settings: InferenceConfig) -> dict[str, float | int]:
     """Batch-1 inference latency percentiles (ms); one test image, placed as the pipeline places data."""
     batch = adapter.inference_input(ds.x[test_idx[:1]], ds.mean, ds.std)
     times = timed_calls(adapter, batch, settings) * 1e3
@@ -455,7 +414,7 @@ def _latency(adapter, ds, test_idx: np.ndarray, settings: InferenceSettings) -> 
             "latency_calls": int(times.size)}
 
 
-def _throughput(adapter, ds, test_idx: np.ndarray, batch_size: int, settings: InferenceSettings) -> dict[str, float | int]:
+def _throughput(adapter, ds, test_idx: np.ndarray, batch_size: int, settings: InferenceConfig) -> dict[str, float | int]:
     """Images/s of inference on one ``batch_size`` batch of test images: median and p10/p90 over calls."""
     batch = adapter.inference_input(ds.x[np.resize(test_idx, batch_size)], ds.mean, ds.std)
     rates = batch_size / np.maximum(timed_calls(adapter, batch, settings), 1e-12)
@@ -464,9 +423,6 @@ def _throughput(adapter, ds, test_idx: np.ndarray, batch_size: int, settings: In
             "throughput_images_per_second_p90": float(p90), "throughput_calls": int(rates.size)}
 
 
-# ---------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------
 def cell_from_config(cfg: Any) -> dict[str, Any]:
     """The one cell described by a composed root config (its groups + ``seed`` + ``device``)."""
     from omegaconf import OmegaConf
@@ -484,68 +440,3 @@ def cell_from_config(cfg: Any) -> dict[str, Any]:
     except OmegaConfBaseException as exc:
         raise CellConfigError(f"config value {getattr(exc, 'full_key', '?')} cannot be resolved: "
                               f"{' '.join(str(exc).splitlines()[:1])}") from None
-
-
-def _summary(result: CellResult, out_dir: Path, files: Mapping[str, Path]) -> str:
-    r = result.run
-
-    def fmt(key: str, spec: str = ".4f", unit: str = "") -> str:
-        v = r.get(key)
-        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{spec}}{unit}"
-
-    lines = [f"cell {result.cell_id}: {r.get('framework')} {r.get('model')} on {r.get('data')} "
-             f"seed {r.get('seed')} batch {r.get('batch_size')} device {r.get('device_name') or r.get('device')} "
-             f"→ {result.status.upper()}"]
-    if result.status == "ok":
-        lines += [
-            f"  test accuracy {fmt('accuracy')}  f1 {fmt('f1')}  f1_macro {fmt('f1_macro')}  roc_auc {fmt('roc_auc')}  "
-            f"log_loss {fmt('log_loss')}  (n={r.get('test_samples')})",
-            f"  epochs {r.get('epochs')}: first {fmt('first_epoch_seconds', '.2f', 's')}  "
-            f"median {fmt('median_epoch_seconds', '.2f', 's')}  {fmt('images_per_second', '.1f')} img/s  "
-            f"time to first step {fmt('time_to_first_step_seconds', '.2f', 's')}  import {fmt('import_seconds', '.2f', 's')}",
-            f"  inference: latency p50 {fmt('latency_p50_ms', '.2f', ' ms')}  p99 {fmt('latency_p99_ms', '.2f', ' ms')}  "
-            f"throughput {fmt('throughput_images_per_second', '.1f')} img/s @ batch {r.get('throughput_batch_size')}",
-            f"  memory: peak host RSS {fmt('peak_host_rss_mib', '.0f', ' MiB')}  "
-            f"peak device {fmt('peak_device_memory_mib', '.0f', ' MiB')}  params {r.get('param_count')}",
-        ]
-        lines += [f"  note: {n}" for n in result.notes]
-    else:
-        lines.append(f"  error: {result.error}")
-    lines.append(f"  results: {', '.join(str(p) for p in files.values())}")
-    return "\n".join(lines)
-
-
-def _main(cfg: Any) -> int:
-    from hydra.core.hydra_config import HydraConfig
-
-    from runner.results import consolidate, write_fragment
-
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        cell = cell_from_config(cfg)
-    except CellConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    result = run_cell(cell)
-    metadata = {"config": cell, "cell_id": result.cell_id}
-    write_fragment(out_dir, result.cell_id, result.tables, metadata=metadata)
-    files = consolidate(out_dir, metadata=metadata)
-    print(_summary(result, out_dir, files))
-    return 0 if result.status == "ok" else 1
-
-
-def main() -> None:
-    import hydra
-
-    # Hydra owns argv parsing, the output dir (outputs/<date>/<time>/, hydra.run.dir=…) and logging.
-    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
-    def _hydra_entry(cfg) -> None:
-        code = _main(cfg)
-        if code:
-            sys.exit(code)
-
-    _hydra_entry()
-
-
-if __name__ == "__main__":
-    main()

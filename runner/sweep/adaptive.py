@@ -16,8 +16,8 @@ from typing import Any, Callable, Sequence
 
 from omegaconf import OmegaConf
 
-from runner import grid as gridlib
-from runner import results
+from runner.planning import grid as gridlib
+from runner.store import fragments as results
 
 log = logging.getLogger("runner.sweep")
 
@@ -37,7 +37,7 @@ def add_seeds(sweep: Any, devices: Sequence[str], run_cells: Callable[[list[dict
     decision and the seeds added. Seeds added by an earlier invocation (a resume) are not re-run.
     """
     import analysis
-    from runner.cell import cell_id
+    from runner.cell.run import cell_id
 
     target, max_seeds = settings(sweep.runner_cfg)
     report_cfg = OmegaConf.to_container(sweep.cfg.report, resolve=True) if "report" in sweep.cfg else {}

@@ -3,22 +3,22 @@
 ``run_sweep(cfg)`` is the whole product command minus argument parsing (``runner/__main__.py``).
 The steps, and the module that owns each:
 
-1. ``runner.manifest.open_sweep``: every input checked without a cluster (``runner.checks``: schemas,
+1. ``runner.sweep.manifest.open_sweep``: every input checked without a cluster (``runner.planning.checks``: schemas,
    grid, model × image size, the data prepared on the driver; exit 2), the manifest written (a resume
    continues a saved sweep).
-2. ``runner.ray_session``: Ray starts (or joins ``runner.address``); ``runner.slots`` turns the
+2. ``runner.cluster.session``: Ray starts (or joins ``runner.address``); ``runner.cluster.slots`` turns the
    nodes into slots; ``auto``/``all`` devices are resolved and a device the cluster lacks is one
    clear error — still before any cell runs.
-3. ``runner.actors``: per slot, one long-lived actor per framework, its environment set before
+3. ``runner.cluster.actors``: per slot, one long-lived actor per framework, its environment set before
    any import.
-4. ``runner.gate``: the equivalence gate once per (model, data) over the real frameworks.
+4. ``runner.sweep.gate``: the equivalence gate once per (model, data) over the real frameworks.
    Each slot is a placement-group bundle; every actor checks that its node can read the data.
-5. ``runner.dispatch``: cells leave a queue in a seeded, framework-interleaved order, each result
-   is written at once as an atomic fragment, dead actors' cells are retried. ``runner.stopping``:
+5. ``runner.sweep.dispatch``: cells leave a queue in a seeded, framework-interleaved order, each result
+   is written at once as an atomic fragment, dead actors' cells are retried. ``runner.sweep.stopping``:
    SIGINT/SIGTERM/SIGHUP stop it in order, leaving every finished cell on disk (exit 128 + signal).
-   A failure of the sweep's own I/O (``runner.io_errors``) is one line naming the path and cause.
-6. ``runner.results.consolidate`` with the config, environment and gate in the Parquet metadata,
-   then the analysis report and the closing lines (``runner.outcome``).
+   A failure of the sweep's own I/O (``runner.store.io_errors``) is one line naming the path and cause.
+6. ``runner.store.fragments.consolidate`` with the config, environment and gate in the Parquet metadata,
+   then the analysis report and the closing lines (``runner.sweep.outcome``).
 """
 from __future__ import annotations
 
@@ -36,21 +36,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from core.atomic import atomic_write_json
 from core.gate import GateRecord
-from runner import adaptive
-from runner import console
-from runner import grid as gridlib
-from runner import results
-from runner.actors import ActorPool
-from runner.dispatch import Dispatcher
-from runner.gate import PARITY_GATE_FILE, check_gate, run_gate
-from runner.grid import GridError
-from runner.manifest import OpenSweep, open_sweep, resume_command
-from runner.outcome import (EXIT_FAILED, SweepError, SweepOutcome, count_cells, say_finished, say_interrupted,
-                            say_sweep_failed)
-from runner.io_errors import SweepIOError, sweep_io
-from runner.ray_session import RaySession, environment
-from runner.slots import discover_slots, inventory
-from runner.stopping import StopRequested, StopState, signal_name
+from runner.sweep import adaptive
+from runner.console import logs as console
+from runner.planning import grid as gridlib
+from runner.store import fragments as results
+from runner.cluster.actors import ActorPool
+from runner.sweep.dispatch import Dispatcher
+from runner.sweep.gate import PARITY_GATE_FILE, check_gate, run_gate
+from runner.errors import EXIT_FAILED, GridError, SweepError
+from runner.sweep.manifest import OpenSweep, open_sweep, resume_command
+from runner.sweep.outcome import SweepOutcome, count_cells, say_finished, say_interrupted, say_sweep_failed
+from runner.store.io_errors import SweepIOError, sweep_io
+from runner.cluster.session import RaySession, environment
+from runner.cluster.slots import discover_slots, inventory
+from runner.sweep.stopping import StopRequested, StopState, signal_name
 
 log = logging.getLogger("runner.sweep")
 
@@ -66,25 +65,30 @@ class _Found:
     log_notes: list[str] = field(default_factory=list)  # one line per actor log that needs the user
 
 
-def run_sweep(cfg: Any, out_dir: str | Path | None = None, overrides: Sequence[str] | None = None) -> SweepOutcome:
+def run_sweep(cfg: Any, out_dir: str | Path | None = None, overrides: Sequence[str] | None = None,
+              plan: gridlib.GridPlan | None = None) -> SweepOutcome:
     """Run (or resume) the sweep described by ``cfg``; results land in ``out_dir`` (Hydra's run dir by default).
 
     Raises ``GridError`` for an invalid grid/config (before any cell runs); every other outcome —
     success, failed cells, a failed sweep, a failure of the sweep's own I/O, a stop signal — is a
-    ``SweepOutcome`` with its exit code. SIGINT, SIGTERM and SIGHUP all take one stop path
-    (``runner.stopping``); a signal before the sweep's directory exists raises ``StopRequested``.
+    ``SweepOutcome`` with its exit code. ``plan``: the plan ``runner.planning.checks.check_sweep`` already
+    returned for exactly ``cfg`` (``python -m runner`` checks before Hydra makes the run dir), so the
+    inputs are checked once per sweep. SIGINT, SIGTERM and SIGHUP all take one stop path
+    (``runner.sweep.stopping``); a signal before the sweep's directory exists raises ``StopRequested``.
     """
     stop = StopState()
     with stop.handling():
-        return _run_sweep(cfg, out_dir, overrides, stop)
+        return _run_sweep(cfg, out_dir, overrides, plan, stop)
 
 
-def _run_sweep(cfg: Any, out_dir: str | Path | None, overrides: Sequence[str] | None, stop: StopState) -> SweepOutcome:
+def _run_sweep(cfg: Any, out_dir: str | Path | None, overrides: Sequence[str] | None, plan: gridlib.GridPlan | None,
+               stop: StopState) -> SweepOutcome:
     t_start = time.time()
-    sweep = open_sweep(cfg, out_dir, overrides)  # GridError ⇒ exit 2, before Ray starts
+    sweep = open_sweep(cfg, out_dir, overrides, plan)  # GridError ⇒ exit 2, before Ray starts
     outcome = SweepOutcome(exit_code=EXIT_FAILED, out_dir=sweep.out_dir, sweep_id=sweep.sweep_id,
                            resume_command=resume_command(sweep.out_dir, sweep.overrides))
-    log.info("sweep %s%s → %s", sweep.sweep_id, " (resume)" if sweep.resuming else "", sweep.out_dir)
+    log.info("sweep %s%s → %s", sweep.sweep_id, " (resume)" if sweep.resuming else "", sweep.out_dir,
+             extra={"console": f"sweep{' (resume)' if sweep.resuming else ''} → {sweep.out_dir}"})
     found = _Found()
     if not console.verbose(sweep.runner_cfg):
         console.capture_driver_warnings()
@@ -164,7 +168,7 @@ def _closing(outcome: SweepOutcome) -> None:
 def _run_on_cluster(session: RaySession, sweep: OpenSweep, outcome: SweepOutcome, found: _Found,
                     stop: StopState) -> None:
     """Slots → devices → the cell plan (manifest) → actors → gate → dispatch."""
-    from runner.identity import cell_id
+    from runner.cell.identity import cell_id
 
     ray, runner_cfg = session.ray, sweep.runner_cfg
     slots = discover_slots(ray.nodes(), concurrency=int(runner_cfg["concurrency"]),
@@ -178,7 +182,10 @@ def _run_on_cluster(session: RaySession, sweep: OpenSweep, outcome: SweepOutcome
     used = [s for s in slots if any(s.accepts(d) for d in devices)]
     outcome.slots = len(used)
     log.info("%d cells (%s) on %d slot(s): %s", len(ids), _grid_summary(sweep.plan, devices), len(used),
-             ", ".join(s.label for s in used))
+             ", ".join(s.label for s in used),
+             extra={"console": f"{len(ids)} cells ({_grid_words(sweep.plan, devices)}) on {len(used)} "
+                               f"slot{'s' if len(used) != 1 else ''}"
+                               + (f"; {len(todo)} to run" if len(todo) != len(ids) else "")})
     if not todo:
         return
     todo_devices = {c["device"] for c in todo}
@@ -246,6 +253,16 @@ def _grid_summary(plan: gridlib.GridPlan, devices: Sequence[str]) -> str:
     return " × ".join(f"{len(v)} {a}" for a, v in axes.items())
 
 
+def _grid_words(plan: gridlib.GridPlan, devices: Sequence[str]) -> str:
+    """``3 seeds × 2 frameworks · batch 64 · cpu``: axes with several values counted, single values named."""
+    axes = dict(plan.axes, device=list(devices))
+    several = [f"{len(v)} {a.replace('batch_size', 'batch size')}{'es' if a == 'batch_size' else 's'}"
+               for a, v in axes.items() if len(v) > 1]
+    single = [f"batch {v[0]}" if a == "batch_size" else str(v[0]) for a, v in axes.items()
+              if len(v) == 1 and a in ("batch_size", "device", "framework")]
+    return " · ".join([" × ".join(several)] * bool(several) + single)
+
+
 def _resolved(cfg: DictConfig) -> dict[str, Any]:
     try:
         return OmegaConf.to_container(cfg, resolve=True)
@@ -262,9 +279,10 @@ def _report(cfg: DictConfig, out_dir: Path, outcome: SweepOutcome, stop: StopSta
         import analysis
 
         build_report = analysis.build_report
-    except (ImportError, AttributeError):
-        log.info("report: analysis.build_report is not available; skipped")
-        return True
+    except Exception as exc:  # our own package: a broken install is a failed report step, never a silent skip
+        log.error("report failed: the analysis package cannot be loaded: %s: %s", type(exc).__name__,
+                  " ".join(str(exc).split()))
+        return False
     if not outcome.ok:
         log.info("report: no ok cells; skipped")
         return True

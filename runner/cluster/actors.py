@@ -6,7 +6,7 @@ Over 400 lines on purpose: the actor body and the driver's record of it change t
 adapters warm, so imports and compilation are paid once per actor. Its environment
 (``KERAS_BACKEND``, TF memory growth, JAX no-preallocation, thread counts) is set through
 ``runtime_env`` before any import (``actor_env``). The actors of one slot live in the slot's
-placement-group bundle (``runner.slots``) and share it (each asks ``1/F`` of its GPU and CPUs), so
+placement-group bundle (``runner.cluster.slots``) and share it (each asks ``1/F`` of its GPU and CPUs), so
 both frameworks of a GPU slot run on the same physical GPU by construction.
 
 ``ActorPool`` reserves the bundles, starts the actors in them, records where each runs (node, IP,
@@ -29,9 +29,10 @@ from typing import Any, Mapping, Sequence
 from pathlib import Path
 
 from core.text import one_line
-from runner.console import log_name
-from runner.outcome import SweepError
-from runner.slots import Slot
+from runner.cell.identity import cell_label
+from runner.console.logs import log_name
+from runner.errors import SweepError
+from runner.cluster.slots import Slot
 
 log = logging.getLogger("runner.sweep")
 
@@ -79,33 +80,25 @@ def to_log_file_only(level: int, message: str) -> None:
 def _measure_cold_start(framework: str, cold_start: Mapping[str, Any], adapter_cache: dict) -> None:
     """Time the framework's import + runtime set-up (``get_adapter``) in this fresh actor process, before
     anything else is imported; the adapter is kept for the cells, the figure goes to the first cell that
-    uses it (``runner.cell.COLD_START_KEY``)."""
-    from frameworks.base import ParitySettings, get_adapter
+    uses it (``runner.cell.run.COLD_START_KEY``)."""
+    from core.config import ParityConfig, check_node
+    from frameworks.base import get_adapter
+    from runner.cell.run import COLD_START_KEY
 
     try:
-        parity = ParitySettings.from_config(cold_start["parity"])
+        parity = check_node(ParityConfig, cold_start["parity"], "parity")
         device = str(cold_start["device"])
         t0 = time.perf_counter()
         adapter = get_adapter(framework, parity, device)
         seconds = time.perf_counter() - t0
     except Exception as exc:  # the cells will import it themselves (and say why there is no cold figure)
-        adapter_cache["cold_start"] = {"key": None, "seconds": None,
+        adapter_cache[COLD_START_KEY] = {"key": None, "seconds": None,
                                        "note": f"cold-start probe failed: {one_line(exc, 200)}"}
         return
     key = (framework, parity, device)
     adapter_cache[key] = adapter
-    adapter_cache["cold_start"] = {"key": key, "seconds": seconds,
+    adapter_cache[COLD_START_KEY] = {"key": key, "seconds": seconds,
                                    "note": "cold start: measured in a fresh actor process before anything else"}
-
-
-def _cell_words(cell: Mapping[str, Any]) -> str:
-    from runner.cell import cell_id
-
-    try:
-        return (f"{cell_id(dict(cell))} ({cell['framework']['name']} seed={cell['seed']} "
-                f"batch={cell['train']['batch_size']} device={cell['device']})")
-    except Exception:
-        return ""
 
 
 @functools.lru_cache(maxsize=None)
@@ -133,7 +126,7 @@ def gpu_uuid(cuda_visible_devices: str | None) -> str | None:
 def _where() -> dict[str, Any]:
     """Where this actor runs and what code it imported (read in the actor, not on the driver)."""
     import ray
-    from runner import provenance
+    from runner.cell import provenance
 
     gpu_ids = []
     for g in ray.get_gpu_ids():
@@ -177,14 +170,14 @@ class CellWorker:
 
     def __init__(self, framework: str, slot_key: str, cold_start: dict[str, Any] | None = None,
                  log_file: str | None = None) -> None:
-        from runner import crashes
+        from runner.cluster import crashes
 
         self.framework = framework
         self.slot_key = slot_key
         self.adapter_cache: dict = {}
         self.log_file = None
         if log_file:  # quiet console: everything this process writes (C++ included) goes to the sweep's logs
-            from runner.console import redirect_process_output
+            from runner.console.logs import redirect_process_output
 
             self.log_file = redirect_process_output(log_file)
         # A native crash (SIGSEGV, SIGABRT, …) dumps to a node-local file, not the console; the restarted
@@ -192,10 +185,10 @@ class CellWorker:
         self.crash_dump = crashes.enable_crash_dump()
         if cold_start is not None:  # first, while this process has imported no framework: a cold start
             _measure_cold_start(framework, cold_start, self.adapter_cache)
-        import runner.cell  # noqa: F401  (its metrics stack loads while the actor starts, not in a cell's time)
+        import runner.cell.run  # noqa: F401  (its metrics stack loads while the actor starts, not in a cell's time)
 
     def where(self, data_cfgs: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
-        from runner import crashes
+        from runner.cluster import crashes
 
         return dict(_where(), crashes=crashes.collect_crashes(self.crash_dump), data_problems=data_problems(data_cfgs))
 
@@ -207,11 +200,15 @@ class CellWorker:
             return ""
 
     def run(self, cell: dict[str, Any], sweep_id: str, context: dict[str, Any]) -> dict[str, Any]:
-        from runner.cell import run_cell
+        from runner.cell.run import run_cell
 
         here = _where()
         if self.log_file:
-            print(f"=== cell {_cell_words(cell)} ===", flush=True)
+            try:
+                label = cell_label(cell)
+            except Exception:  # a malformed cell: run_cell turns it into a failed row with the reason
+                label = "(malformed cell config)"
+            print(f"=== cell {label} ===", flush=True)
         # The code version is the one this actor imported (its node's image/checkout), not the driver's.
         ctx = dict(context, node_id=here["node_id"], host=here["host"],
                    gpu_index=here["gpu_ids"][0] if here["gpu_ids"] else None, gpu_uuid=here["gpu_uuid"],
@@ -346,9 +343,12 @@ class ActorPool:
         alive = [a for a in self.actors if a.state == "ready"]
         if not alive:
             raise SweepError("no actor could start: " + "; ".join(a.where.get("error", "?") for a in self.actors))
+        slots = {a.slot.key for a in alive}
         log.info("actors ready: %s", ", ".join(f"{a.label} (pid {a.where.get('pid')}"
                                                  + (f", CUDA_VISIBLE_DEVICES={a.where.get('cuda_visible_devices')}"
-                                                    if a.slot.kind == "gpu" else "") + ")" for a in alive))
+                                                    if a.slot.kind == "gpu" else "") + ")" for a in alive),
+                 extra={"console": f"actors ready: {', '.join(sorted({a.framework for a in alive}))} on "
+                                   f"{len(slots)} slot{'s' if len(slots) != 1 else ''}"})
 
     def placed(self, actor: ActorRecord, ref) -> None:
         """Record where an actor runs (after start or restart)."""

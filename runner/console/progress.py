@@ -13,31 +13,69 @@ from dataclasses import dataclass, field
 
 @dataclass
 class ProgressState:
+    """Counts, what runs where, and the ETA of a sweep's dispatch."""
+
     total: int
     done_ok: int = 0
     failed: int = 0
     retries: int = 0
     started: float = field(default_factory=time.time)
-    cell_seconds: list[float] = field(default_factory=list)
-    running: dict[str, tuple[str, float]] = field(default_factory=dict)  # actor label → (cell label, start)
+    #: framework → seconds of each of its finished cells, and whether that cell was its actor's first
+    cell_seconds: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
+    remaining: dict[str, int] = field(default_factory=dict)  # framework → cells without a result yet
+    running: dict[str, tuple[str, float, str]] = field(default_factory=dict)  # actor → (cell words, start, framework)
     slots: int = 1
+    _actors_seen: set[str] = field(default_factory=set)
 
     @property
     def done(self) -> int:
         return self.done_ok + self.failed
 
+    def queued(self, framework: str, n: int = 1) -> None:
+        self.remaining[framework] = self.remaining.get(framework, 0) + n
+
+    def finished(self, framework: str, actor: str, seconds: float | None) -> None:
+        """A cell got its result (ok, failed or skipped) after ``seconds`` on ``actor`` (None: never ran)."""
+        self.remaining[framework] = max(self.remaining.get(framework, 0) - 1, 0)
+        if seconds is not None:
+            first = actor not in self._actors_seen
+            self._actors_seen.add(actor)
+            self.cell_seconds.setdefault(framework, []).append((seconds, first))
+
+    def typical_seconds(self, framework: str) -> float | None:
+        """A framework's typical cell time: the median of its finished cells, leaving out each actor's first
+        (imports, compilation, the device copy of the data) once later ones exist; other frameworks' when it
+        has none yet."""
+        def median(values: list[float]) -> float:
+            values = sorted(values)
+            mid = len(values) // 2
+            return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+        own = self.cell_seconds.get(framework, [])
+        later = [s for s, first in own if not first]
+        if later or own:
+            return median(later or [s for s, _ in own])
+        known = [t for fw in self.cell_seconds if (t := self.typical_seconds(fw)) is not None]
+        return median(known) if known else None
+
     def eta_seconds(self) -> float | None:
-        """Remaining cells × mean cell time ÷ slots, minus the time the running cells have already had."""
+        """Cells still to run × their framework's typical time, plus what the running cells still need,
+        spread over the slots."""
         if not self.cell_seconds:
             return None
-        mean = sum(self.cell_seconds) / len(self.cell_seconds)
         now = time.time()
-        in_flight = sum(max(mean - (now - t0), 0.0) for _, t0 in self.running.values())
-        queued = max(self.total - self.done - len(self.running), 0)
-        return (queued * mean + in_flight) / max(self.slots, 1)
+        running_by_fw: dict[str, int] = {}
+        work = 0.0
+        for _, t0, framework in self.running.values():
+            running_by_fw[framework] = running_by_fw.get(framework, 0) + 1
+            work += max((self.typical_seconds(framework) or 0.0) - (now - t0), 0.0)
+        for framework, n in self.remaining.items():
+            queued = max(n - running_by_fw.get(framework, 0), 0)
+            work += queued * (self.typical_seconds(framework) or 0.0)
+        return work / max(self.slots, 1)
 
 
-def _fmt_seconds(s: float | None) -> str:
+def fmt_seconds(s: float | None) -> str:
     if s is None:
         return "?"
     s = int(round(s))
@@ -65,7 +103,7 @@ class LiveProgress:
         st = self.state
         title = (f"cells {st.done}/{st.total}  ok {st.done_ok}  failed {st.failed}"
                  + (f"  retries {st.retries}" if st.retries else "")
-                 + f"  elapsed {_fmt_seconds(time.time() - st.started)}  ETA {_fmt_seconds(st.eta_seconds())}")
+                 + f"  elapsed {fmt_seconds(time.time() - st.started)}  ETA {fmt_seconds(st.eta_seconds())}")
         if not self.state.running:
             return Text(title)
         table = Table(expand=False)
@@ -73,8 +111,8 @@ class LiveProgress:
         table.add_column("running")
         table.add_column("for", justify="right")
         now = time.time()
-        for actor, (cell, t0) in sorted(self.state.running.items()):
-            table.add_row(actor, cell, _fmt_seconds(now - t0))
+        for actor, (cell, t0, _) in sorted(self.state.running.items()):
+            table.add_row(actor, cell, fmt_seconds(now - t0))
         return Group(Text(title), table)
 
     def __enter__(self) -> "LiveProgress":

@@ -7,11 +7,11 @@ import os
 from typing import Any, Callable, Mapping, Sequence
 
 from core.text import one_line
-from runner import console
-from runner.grid import GridError
-from runner.local_head import TOKEN_VARS, LocalHead
-from runner.outcome import SweepError
-from runner.slots import Slot
+from runner.console import logs as console
+from runner.errors import GridError
+from runner.cluster.local_head import TOKEN_VARS, LocalHead
+from runner.errors import SweepError
+from runner.cluster.slots import Slot
 
 # Under `uv run`, Ray (≥ 2.43) would otherwise rebuild the uv environment for every worker: upload the
 # working directory (outputs and dataset caches included) and create a fresh venv per worker — minutes
@@ -193,7 +193,7 @@ def auth_hint(exc: BaseException) -> str:
 
 def environment(ray, slots: Sequence[Slot], devices: Sequence[str]) -> dict[str, Any]:
     """Driver, cluster and slot facts recorded in the results' metadata."""
-    from runner import provenance
+    from runner.cell import provenance
 
     nodes = [{"node_id": n["NodeID"], "host": n.get("NodeManagerHostname"), "address": n.get("NodeManagerAddress"),
               "resources": n.get("Resources", {})} for n in ray.nodes() if n.get("Alive", True)]

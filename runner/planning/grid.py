@@ -5,15 +5,15 @@ Required axes: ``framework``, ``seed``, ``batch_size``, ``device``. Optional axe
 (→ ``parity.precision``), ``execution`` (→ ``parity.execution``: default | compiled), ``pipeline``
 (→ ``train.pipeline`` from ``conf/pipeline/<name>.yaml``), ``model`` (→ ``conf/model/<name>.yaml``)
 and ``data`` (→ ``conf/data/<name>.yaml``). A cell is a plain dict with ``data, model, framework,
-parity, train, seed, device`` — what ``runner.cell.run_cell`` takes — and its id is
-``runner.identity.cell_id`` (a hash of exactly that).
+parity, train, seed, device`` — what ``runner.cell.run.run_cell`` takes — and its id is
+``runner.cell.identity.cell_id`` (a hash of exactly that).
 
 Validation happens in two steps, both before any cell is dispatched:
 
-1. ``plan(cfg)`` — without a cluster: the schemas (``core.config.GridConfig``: unknown, empty or
-   repeated axes, seeds, batch sizes, precision, execution), then the options of the
-   framework/model/data/pipeline axes (choices listed) and device words. ``runner.checks.check_sweep``
-   adds the checks across groups and against the data.
+1. ``runner.planning.checks.check_sweep(cfg)`` — without a cluster, once per sweep: the schemas
+   (``core.config``: unknown, empty or repeated axes, seeds, batch sizes, precision, execution), then
+   ``plan(cfg)`` here (the options of the framework/model/data/pipeline axes, device words), then the
+   checks across groups and against the data.
 2. ``resolve_devices(values, inventory)`` + ``GridPlan.cells(devices)`` — once Ray is up: ``auto``
    and ``all`` become concrete devices, and a device the cluster lacks is one clear error.
 """
@@ -27,20 +27,15 @@ from typing import Any, Iterable, Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from core.config import GRID_AXES
 from runner import CONF_DIR
+from runner.errors import GridError
 
-#: Axes in expansion order: the framework axis is innermost, so consecutive cells form blocks that
-#: differ only in the framework (the unit that ``interleave`` shuffles).
-AXES = ("data", "model", "precision", "execution", "pipeline", "device", "batch_size", "seed", "framework")
 #: TF32 is a tensor-core mode of NVIDIA GPUs; on a CPU it would silently mean fp32, so a CPU cell
 #: asking for it is refused rather than recorded under a misleading label. (mixed_bf16 does run on
 #: CPUs in both frameworks, slowly, so it is allowed.)
 GPU_ONLY_PRECISIONS = ("tf32",)
 DEVICE_WORDS = ("cpu", "gpu", "gpu:<accelerator type>", "auto", "all")
-
-
-class GridError(ValueError):
-    """An invalid grid or config: one message that names the culprit (exit code 2)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,12 +79,12 @@ def model_name(model_cfg: Mapping[str, Any]) -> str:
 # axes
 # ---------------------------------------------------------------------------------------------
 def read_axes(grid: Any) -> dict[str, list[Any]]:
-    """The ``grid`` node → {axis: values} in ``AXES`` order (the schema, ``core.config.GridConfig``,
+    """The ``grid`` node → {axis: values} in ``GRID_AXES`` order (the schema, ``core.config.GridConfig``,
     has already refused unknown, missing, empty and repeated axes); each value checked and normalised."""
     if OmegaConf.is_config(grid):
         grid = _resolve(grid, "grid")
     axes: dict[str, list[Any]] = {}
-    for axis in AXES:
+    for axis in GRID_AXES:
         if grid.get(axis) is None:
             continue
         values = grid[axis]
@@ -199,10 +194,10 @@ class GridPlan:
 
     def cells(self, devices: Sequence[str]) -> list[dict[str, Any]]:
         """Every cell, in expansion order (framework innermost), for concrete ``devices``."""
-        from runner.identity import cell_id
+        from runner.cell.identity import cell_id
 
         axes = dict(self.axes, device=list(devices))
-        names = [a for a in AXES if a in axes]
+        names = [a for a in GRID_AXES if a in axes]
         cells = []
         for values in itertools.product(*(axes[a] for a in names)):
             point = dict(zip(names, values))
@@ -251,14 +246,10 @@ def _option_from_config(group: str, name: str, composed: Mapping[str, Any] | Non
 
 
 def plan(cfg: Any) -> GridPlan:
-    """The grid expanded against the config (no cluster needed). Raises GridError.
-
-    The schemas are checked first (``runner.checks.check_config``); the checks across groups and
-    against the data are ``runner.checks.check_sweep``, which calls this."""
-    from runner.checks import check_config
-
+    """The grid of a schema-checked config expanded against the config groups (no cluster needed).
+    Raises GridError. ``runner.planning.checks.check_sweep`` checks the schemas, calls this, then checks
+    across groups and against the data."""
     root = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
-    check_config(root)
     axes = read_axes(root.grid)
     base = {part: _resolve(root[part], part) for part in ("data", "model", "framework", "parity", "train")}
     if "tf32" in axes.get("precision", [base["parity"].get("precision")]) and "cpu" in axes["device"]:
@@ -282,7 +273,7 @@ def plan(cfg: Any) -> GridPlan:
 # ---------------------------------------------------------------------------------------------
 def condition_key(cell: Mapping[str, Any]) -> str:
     """Everything but the framework: cells with one key are compared with each other (paired)."""
-    from runner.identity import cell_id
+    from runner.cell.identity import cell_id
 
     return cell_id({**cell, "framework": {"name": "*"}})
 

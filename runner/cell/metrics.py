@@ -2,7 +2,7 @@
 
 Every framework's cell calls ``classification_metrics`` on its own test-set class probabilities, so
 a difference in a reported metric can only come from the predictions, never from how it was computed.
-The returned keys are the quality columns of the ``runs`` table (``runner/results.py``); nested
+The returned keys are the quality columns of the ``runs`` table (``runner/store/fragments.py``); nested
 values (confusion matrix, per-class report, classes) are plain Python objects here and JSON strings
 in the table.
 """

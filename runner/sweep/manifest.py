@@ -2,7 +2,7 @@
 
 ``open_sweep`` decides, before Ray starts, which config defines the sweep (a resume reuses the
 saved one; only ``runner.*``/``report.*``/``hydra.*`` may change), checks it
-(``runner.checks.check_sweep``), and raises ``GridError`` (exit 2) on anything invalid. The manifest is
+(``runner.planning.checks.check_sweep``), and raises ``GridError`` (exit 2) on anything invalid. The manifest is
 written before any cell runs, so the printed resume command works whenever the sweep stops.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any, Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from core.atomic import atomic_write_json, atomic_write_text
-from runner import grid as gridlib
-from runner.checks import check_sweep
-from runner.grid import GridError
-from runner.io_errors import sweep_io
+from runner.planning import grid as gridlib
+from runner.planning.checks import check_sweep
+from runner.errors import GridError
+from runner.store.io_errors import sweep_io
 
 log = logging.getLogger("runner.sweep")
 
@@ -97,8 +97,10 @@ class OpenSweep:
         self.write()
 
 
-def open_sweep(cfg: Any, out_dir: str | Path | None, overrides: Sequence[str] | None) -> OpenSweep:
-    """Everything decidable without a cluster; ``GridError`` (exit 2) when the sweep is invalid."""
+def open_sweep(cfg: Any, out_dir: str | Path | None, overrides: Sequence[str] | None,
+               plan: gridlib.GridPlan | None = None) -> OpenSweep:
+    """Everything decidable without a cluster; ``GridError`` (exit 2) when the sweep is invalid. ``plan``:
+    what ``check_sweep`` returned for ``cfg`` already (not checked again); a resume checks its saved config."""
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     hydra_dir, hydra_overrides = _hydra_context()
     out_dir = Path(out_dir) if out_dir is not None else hydra_dir
@@ -109,7 +111,8 @@ def open_sweep(cfg: Any, out_dir: str | Path | None, overrides: Sequence[str] | 
     if isinstance(resume_arg, str):
         out_dir = Path(resume_arg)
     sweep_cfg, manifest, resuming = prepare_sweep(cfg, out_dir, overrides)
-    plan = check_sweep(sweep_cfg)
+    if plan is None or resuming:
+        plan = check_sweep(sweep_cfg)
     runner_cfg = OmegaConf.to_container(sweep_cfg.runner, resolve=True)
     return OpenSweep(sweep_cfg, manifest, resuming, out_dir, overrides, plan, runner_cfg)
 

@@ -1,13 +1,13 @@
 """Dispatch: cells leave a queue onto idle slots, results come back and are written at once, a
 cell whose actor died is retried.
 
-Cells leave the queue in the order given (seeded, framework-interleaved: ``runner.grid.interleave``).
+Cells leave the queue in the order given (seeded, framework-interleaved: ``runner.planning.grid.interleave``).
 The driver holds a per-slot lock, so one timing cell runs per device at a time. Each result travels
 back to the driver, which writes it at once as an atomic fragment (no shared filesystem needed). A
 dead actor (kill -9, OOM) is restarted by Ray and its cell retried up to ``runner.max_retries``
 times; a cell that raised outside ``run_cell``'s own guard is recorded as failed, not retried.
 
-**Pairs on one device.** The cells of one condition (``runner.grid.condition_key``: everything but
+**Pairs on one device.** The cells of one condition (``runner.planning.grid.condition_key``: everything but
 the framework) are the pair the analysis compares. The first of them to start pins the condition
 to its slot; the others run on that slot too (the same physical GPU: node + bundle), waiting for it
 if busy. If that slot is lost (its node left), the rest go to a slot of the same accelerator type;
@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from core.text import one_line
-from runner import grid as gridlib
-from runner import results
-from runner.actors import ActorPool, ActorRecord
-from runner.outcome import cell_label
-from runner.progress import ProgressState, progress_view
-from runner.slots import Slot, discover_slots
+from runner.planning import grid as gridlib
+from runner.store import fragments as results
+from runner.cluster.actors import ActorPool, ActorRecord
+from runner.cell.identity import cell_label, cell_words
+from runner.console.progress import ProgressState, fmt_seconds, progress_view
+from runner.cluster.slots import Slot, discover_slots
 
 log = logging.getLogger("runner.sweep")
 
@@ -66,7 +66,7 @@ class Dispatcher:
 
     def __init__(self, pool: ActorPool, cells: Sequence[dict[str, Any]], runner_cfg: Mapping[str, Any],
                  sweep_id: str, out_dir: Path, git_sha: str) -> None:
-        from runner.identity import cell_id
+        from runner.cell.identity import cell_id
 
         self.ray = pool.ray
         self.pool = pool
@@ -86,6 +86,8 @@ class Dispatcher:
         self.first_dispatch: float | None = None
         self.last_result: float | None = None
         self.state = ProgressState(total=len(self.queue), slots=len(pool.slots))
+        for q in self.queue:
+            self.state.queued(q.cell["framework"]["name"])
 
     @property
     def slots(self) -> list[Slot]:
@@ -99,7 +101,7 @@ class Dispatcher:
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self, stop: Any = None) -> None:
-        """Until every cell has a result — or ``stop.stopping`` (a stop signal; ``runner.stopping``):
+        """Until every cell has a result — or ``stop.stopping`` (a stop signal; ``runner.sweep.stopping``):
         then nothing new is dispatched and the cells in flight get ``runner.stop_grace_s`` to finish."""
         pool = self.pool
         self.stop = stop
@@ -236,6 +238,7 @@ class Dispatcher:
             log.warning("re-running %s on %s: %s", done.cell_id, slot.label, done.errors[-1])
             self.finished.remove(done.cell_id)
             self.state.total += 1
+            self.state.queued(done.cell["framework"]["name"])
             self.queue.insert(0, done)
 
     def _start(self, item: _Queued, actor: ActorRecord) -> None:
@@ -250,9 +253,10 @@ class Dispatcher:
         now = time.time()
         self.first_dispatch = self.first_dispatch or now
         self.running[ref] = _Running(item, actor, slot, now, datetime.now(timezone.utc))
-        self.state.running[actor.label] = (f"{item.cell_id} seed={item.cell['seed']} "
-                                           f"batch={item.cell['train']['batch_size']}", now)
-        log.info("start %s on %s (attempt %d)", cell_label(item.cell), actor.label, item.attempt)
+        words = cell_words(item.cell)
+        self.state.running[actor.label] = (words, now, actor.framework)
+        log.info("start %s on %s (attempt %d)", cell_label(item.cell), actor.label, item.attempt,
+                 extra={"console": f"start   {words}" + (f" (attempt {item.attempt})" if item.attempt > 1 else "")})
 
     def _release(self, run: _Running) -> None:
         for lock in run.slot.locks:
@@ -290,9 +294,17 @@ class Dispatcher:
             self.state.done_ok += 1
         else:
             self.state.failed += 1
-        self.state.cell_seconds.append(seconds)
+        self.state.finished(item.cell["framework"]["name"], run.actor.label, seconds)
         log.info("finish %s on %s: %s in %.1fs%s", cell_label(item.cell), run.actor.label, out["status"], seconds,
-                 f" — {out['error']}" if out.get("error") else "")
+                 f" — {out['error']}" if out.get("error") else "",
+                 extra={"console": f"{out['status']:<7} {cell_words(item.cell)} in {seconds:.1f} s{self._progress_words()}"
+                        + (f" — {_squash(out['error'], 200)}" if out.get("error") else "")})
+
+    def _progress_words(self) -> str:
+        """`` · 3/6 · ETA 0m40s`` for a finish line."""
+        eta = self.state.eta_seconds()
+        done = f" · {self.state.done}/{self.state.total}"
+        return done + (f" · ETA {fmt_seconds(eta)}" if eta is not None and self.state.done < self.state.total else "")
 
     def _retry_or_fail(self, item: _Queued, run: _Running, seconds: float, error: BaseException) -> None:
         lost = self.pool.lost.get(run.slot.node_id)
@@ -302,7 +314,7 @@ class Dispatcher:
         cause = {"attempt": item.attempt, "actor": run.actor.label, "pid": run.actor.where.get("pid"),
                  "signal": None, "error": one_line(error, 300)}
         item.causes.append(cause)
-        run.actor.pending_causes.append(cause)  # the restarted actor says which signal (runner.crashes)
+        run.actor.pending_causes.append(cause)  # the restarted actor says which signal (runner.cluster.crashes)
         run.actor.restarts += 1
         if self._stopping:  # no retry while stopping: the cell is missing, the resume runs it
             if self.stop is not None:
@@ -328,9 +340,9 @@ class Dispatcher:
         results.write_fragment(self.out_dir, item.cell_id, {"runs": [row]}, metadata={"sweep_id": self.sweep_id})
         self.finished.append(item.cell_id)
         self.state.failed += 1
-        if seconds is not None:
-            self.state.cell_seconds.append(seconds)
-        log.error("finish %s: failed — %s", cell_label(item.cell), _squash(error, 300))
+        self.state.finished(item.cell["framework"]["name"], run.actor.label if run else "", seconds)
+        log.error("finish %s: failed — %s", cell_label(item.cell), _squash(error, 300),
+                  extra={"console": f"failed  {cell_words(item.cell)}{self._progress_words()} — {_squash(error, 200)}"})
 
 
 def _squash(text: str, limit: int = 1000) -> str:
@@ -351,7 +363,7 @@ def failed_row(cell: Mapping[str, Any], sweep_id: str, error: str, tb: str, atte
     ``where``: what the cell's actor reported (node, host, GPU, the code version it imported); a cell
     that never reached an actor gets the driver's ``git_sha``.
     """
-    from runner.identity import cell_id, config_hash
+    from runner.cell.identity import cell_id, config_hash
 
     parity = cell.get("parity", {})
     gpu_ids = where.get("gpu_ids") or []

@@ -9,7 +9,7 @@ Each slot is one Ray **placement-group bundle** (``Slot.bundle``), pinned to its
 CPU slot its CPUs. Every framework actor of the slot is created inside that bundle (fractions of
 its GPU/CPUs), so all of them see the same physical GPU — Ray picks the GPU when it reserves the
 bundle, and nothing is corrected afterwards. ``discover_slots`` is called again during the sweep
-(``runner.dispatch``): slots of a node that joined later are added on the next dispatch round.
+(``runner.sweep.dispatch``): slots of a node that joined later are added on the next dispatch round.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from runner import grid as gridlib
-from runner.grid import GridError
+from runner.planning import grid as gridlib
+from runner.errors import GridError
 
 
 @dataclass(frozen=True)
