@@ -328,6 +328,45 @@ def learning_curves(epochs: pd.DataFrame, style: dict) -> str | None:
     return _uri(learning_curves_figure(epochs, style))
 
 
+def reach_figure(curves: dict[str, dict[str, np.ndarray]], epochs: pd.DataFrame | None, target: str,
+                 style: dict) -> str | None:
+    """Time to target, the survival view: per framework the share of seeds that have reached the target
+    against training seconds and against epochs (steps; a curve that stays below 1 has censored seeds),
+    and the validation curve of every seed with the target as a line. Inline SVG, or None."""
+    if not curves:
+        return None
+    metric = target.split()[0] if target else "val_accuracy"
+    threshold = float(target.split()[-1]) if target and target.split()[-1].replace(".", "", 1).isdigit() else None
+    has_val = epochs is not None and not epochs.empty and metric in epochs and epochs[metric].notna().any()
+    fig, axes = plt.subplots(1, 3 if has_val else 2, figsize=(13.5 if has_val else 9.0, 3.1), squeeze=False)
+    for fw in sorted(curves, key=framework_sort_key):
+        c, s = curves[fw], style[fw]
+        label = f"{fw} ({int(c['reached'][0])}/{int(c['n'][0])} reached)"
+        axes[0][0].step(c["seconds"], c["share"], where="post", color=s["color"], label=label)
+        axes[0][1].step(c["epochs"], c["share_by_epoch"], where="post", color=s["color"], label=label)
+    axes[0][0].set_xlabel("training seconds (validation excluded)")
+    axes[0][1].set_xlabel("epoch")
+    axes[0][1].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    for ax in axes[0][:2]:
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("share of seeds at the target")
+        ax.legend(fontsize=7, frameon=False, loc="lower right")
+    axes[0][0].set_title(f"reached {target}", fontsize=9)
+    if has_val:
+        ax = axes[0][2]
+        for (fw, _), grp in sorted(epochs.groupby(["framework", "cell_id"]), key=lambda kv: framework_sort_key(kv[0][0])):
+            grp = grp.sort_values("epoch")
+            ax.plot(grp["epoch"], grp[metric], color=style[fw]["color"], lw=0.8, alpha=0.7)
+        if threshold is not None:
+            ax.axhline(threshold, color=GREY, ls="--", lw=1)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_title("validation, one line per seed (dashed: the target)", fontsize=9)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    fig.tight_layout()
+    return _uri(fig)
+
+
 # ROC curves are averaged on this FPR grid: linear over [0, 1] plus log-spaced points near 0, so a
 # zoom into the top-left corner still has resolution.
 _FPR_GRID = np.unique(np.concatenate([np.linspace(0, 1, 201), np.geomspace(1e-4, 0.05, 120)]))
@@ -528,10 +567,11 @@ def scaling_plot(framework_rows: pd.DataFrame, style: dict) -> str | None:
 
 def memory_plot(framework_rows: pd.DataFrame, style: dict) -> str | None:
     """Peak memory per condition and framework (MiB), mean with CI whiskers."""
-    metrics = [m for m in ("peak_host_rss_mib", "peak_device_memory_mib") if (framework_rows["metric"] == m).any()]
+    metrics = [m for m in ("peak_host_rss_fresh_mib", "peak_device_memory_fresh_mib", "peak_host_rss_mib",
+                           "peak_device_memory_mib") if (framework_rows["metric"] == m).any()]
     if not metrics:
         return None
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.0 * len(metrics), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         sub = framework_rows[framework_rows["metric"] == metric]
         conds = list(dict.fromkeys(sub.sort_values("condition_id")["condition"]))
@@ -546,7 +586,7 @@ def memory_plot(framework_rows: pd.DataFrame, style: dict) -> str | None:
         ax.set_xticks(range(len(conds)), [_wrap(c, 28) for c in conds], rotation=20 if len(conds) > 1 else 0,
                       ha="right" if len(conds) > 1 else "center")
         ax.set_ylabel(METRICS[metric].unit)  # MiB (2**20 bytes), as the runner records it
-        ax.set_title(f"{METRICS[metric].label} [{METRICS[metric].unit}]")
+        ax.set_title(_wrap(f"{METRICS[metric].label} [{METRICS[metric].unit}]", 40), fontsize=9)
         if len(conds) == 1:
             ax.set_xlim(-0.75, 0.75)
         ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))

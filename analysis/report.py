@@ -23,11 +23,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis import loc
-from analysis.load import Results, load_results, require_ok
 from analysis import stats
+from analysis import trained
+from analysis.censored import decomposition_phrase
+from analysis.load import Results, load_results, require_ok
 from analysis.metrics import METRICS, PRIMARY, QUESTIONS, framework_sort_key
 from analysis.options import AnalysisError, AnalysisOptions
-from analysis.summary import WARNING_PREFIX, conditions_table, constant_conditions, summarize
+from analysis.summary import NOT_MEASURED, WARNING_PREFIX, conditions_table, constant_conditions, summarize
 from core.atomic import atomic_path
 from core.gate import GateCheck, GateRecord
 from core.registry import DX_ASPECTS, FRAMEWORKS
@@ -113,14 +115,17 @@ def hint_text(verdict: str, seeds_needed: Any, n: Any) -> str:
         return ""
     k = int(seeds_needed)
     if k > 1000:
-        return "> 1000 seeds: the difference is tiny next to the seed-to-seed noise"
-    return f"~{k} seeds would settle it"
+        return "> 1000 seeds: the difference is tiny next to the seed-to-seed noise (or, with resampled splits, below the floor their overlap sets)"
+    return f"~{k} seeds would settle it (80 % power)"
 
 
-def verdict_text(verdict: str, margin_words: Any, seeds_needed: Any, n: Any) -> str:
-    """Verdict words as shown: "pytorch better (exceeds the margin)", "inconclusive — ~8 seeds would settle it"."""
+def verdict_text(verdict: str, margin_words: Any, seeds_needed: Any, n: Any, note: Any = None) -> str:
+    """Verdict words as shown: "pytorch better (exceeds the margin)", "inconclusive — ~8 seeds would settle it",
+    "not measured: one epoch is the warm-up — use train.epochs ≥ 2"."""
     if not verdict:
         return ""
+    if verdict == NOT_MEASURED:
+        return str(note) if note else NOT_MEASURED
     if verdict == stats.VERDICT_INCONCLUSIVE:
         hint = hint_text(verdict, seeds_needed, n)
         return f"{verdict} — {hint}" if hint else verdict
@@ -130,6 +135,8 @@ def verdict_text(verdict: str, margin_words: Any, seeds_needed: Any, n: Any) -> 
 
 
 def verdict_class(verdict: str, a: str, b: str) -> str:
+    if verdict == NOT_MEASURED:
+        return "v-nm"
     if verdict == "equivalent":
         return "v-eq"
     if verdict == f"{a} better":
@@ -155,7 +162,9 @@ def _pair_label(row) -> str:
 
 
 def verdict_sections(summary: pd.DataFrame, conditions: pd.DataFrame, style: dict) -> list[dict]:
-    """One block per condition: the headline family rows (one primary metric per question and pair)."""
+    """One block per condition: the headline family rows (one primary metric per question and pair), each
+    with what it rests on (``basis``): the split design of a quality verdict, the budget a time to target
+    is restricted to with the reach rates and the decomposition into epochs × seconds per epoch."""
     pairs = summary[(summary["row_kind"] == "pair") & (summary["family"] == "headline")]
     out = []
     for cond in conditions.itertuples(index=False):
@@ -168,22 +177,52 @@ def verdict_sections(summary: pd.DataFrame, conditions: pd.DataFrame, style: dic
                     info = METRICS[metric]
                     ratio = info.comparison == "ratio"
                     level = float(r.decision_level) if _finite(r.decision_level) else None
+                    measured = r.verdict != NOT_MEASURED
                     rows.append({
                         "question": question, "metric": info.label.split(" (")[0], "pair": _pair_label(r),
                         "a": r.framework_a, "b": r.framework_b,
-                        "estimate": (f"{r.framework_a}/{r.framework_b} = " if ratio else f"{r.framework_a} − {r.framework_b} = ")
-                        + fmt_estimate(metric, r.estimate, pair=True),
-                        "ci": fmt_ci(metric, r.ci_low, r.ci_high, r.n, pair=True),
-                        "dec": fmt_ci(metric, r.dec_low, r.dec_high, r.n, pair=True),
+                        "estimate": ((f"{r.framework_a}/{r.framework_b} = " if ratio else f"{r.framework_a} − {r.framework_b} = ")
+                                     + fmt_estimate(metric, r.estimate, pair=True)) if measured else "—",
+                        "ci": fmt_ci(metric, r.ci_low, r.ci_high, r.n, pair=True) if measured else "",
+                        "dec": fmt_ci(metric, r.dec_low, r.dec_high, r.n, pair=True) if measured else "",
                         "dec_level": f"{100 * (1 - level):.1f} %" if level is not None else "",
-                        "phrase": r.phrase or "", "verdict": verdict_text(r.verdict, r.margin_words, r.seeds_needed, r.n),
+                        "phrase": r.phrase or "",
+                        "verdict": verdict_text(r.verdict, r.margin_words, r.seeds_needed, r.n, r.note),
                         "vclass": verdict_class(r.verdict, r.framework_a, r.framework_b),
                         "winner_color": style.get(r.winner, {}).get("color", "") if r.winner else "",
-                        "n": int(r.n), "dropped": _dropped(r), "p_holm": fmt_p(r.p_holm), "p_tost": fmt_p(r.p_tost_holm),
+                        "n": int(r.n) if _finite(r.n) else 0, "dropped": _dropped(r), "p_holm": fmt_p(r.p_holm),
+                        "p_tost": fmt_p(r.p_tost_holm), "basis": _basis(summary, cond.condition_id, metric, r),
                     })
         out.append({"id": int(cond.condition_id), "label": cond.condition, "rows": rows,
                     "frameworks": sorted(fws["framework"].unique(), key=framework_sort_key)})
     return out
+
+
+def _basis(summary: pd.DataFrame, condition_id: int, metric: str, r) -> str:
+    """What a headline verdict rests on, in one line (empty when nothing needs saying)."""
+    info = METRICS[metric]
+    design = getattr(r, "split_design", None)
+    if info.kind == "quality" and isinstance(design, str):
+        return ("resampled splits: a claim about the data set (Nadeau–Bengio corrected variance)"
+                if design == "resampled" else "one fixed split: a claim about these data (training randomness only)")
+    if metric != "time_to_target_seconds":
+        return ""
+    here = summary[summary["condition_id"] == condition_id]
+    reach = here[(here["row_kind"] == "framework") & (here["metric"] == "reach_rate")]
+    parts = [f"{getattr(r, 'target', '') or 'target'}, restricted to {int(r.epochs)} epochs (a miss counts as "
+             "the whole budget)" if _finite(getattr(r, "epochs", None)) else "restricted to the epoch budget"]
+    rates = [f"{x.framework} {int(round(x.estimate * x.n))}/{int(x.n)}" for x in reach.itertuples(index=False)
+             if x.framework in (r.framework_a, r.framework_b)]
+    if rates:
+        parts.append("reached: " + ", ".join(rates))
+    sub = here[(here["row_kind"] == "pair") & (here["framework_a"] == r.framework_a) & (here["framework_b"] == r.framework_b)]
+    epochs = sub.loc[sub["metric"] == "epochs_to_target_restricted", "estimate"]
+    seconds = sub.loc[sub["metric"] == "seconds_per_epoch_to_target", "estimate"]
+    if len(epochs) and len(seconds):
+        phrase = decomposition_phrase(r.framework_a, float(epochs.iloc[0]), float(seconds.iloc[0]))
+        if phrase:
+            parts.append(phrase)
+    return "; ".join(parts)
 
 
 def _dropped(r) -> str:
@@ -654,6 +693,11 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
         "failed": failed,
         "dx": dx_table(ok, Path(source_root) if source_root else PROJECT_ROOT),
         "env": _environment(results),
+        "notebook": trained.notebook_table(summary, conditions, verdict_text),
+        "time_to_target": trained.time_to_target(ok, results.epochs, conditions, cond_codes, style),
+        "tuning": trained.tuning_table(ok),
+        "unmeasured": trained.unmeasured_lines(ok),
+        "energy_notes": sorted({str(n) for n in ok["energy_note"].dropna()}) if "energy_note" in ok else [],
     }
     html = render_html(context)
 

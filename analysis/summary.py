@@ -32,7 +32,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from analysis import stats
+from analysis import censored, stats
 from analysis.metrics import (CONDITION_COLUMNS, CONDITION_LABELS, METRICS, PRIMARY, MetricInfo,
                               framework_sort_key)
 from analysis.options import AnalysisOptions
@@ -60,7 +60,7 @@ def conditions_table(ok_runs: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """(one row per distinct condition with ``condition_id`` and a readable ``condition`` label,
     the condition id of every run row). Conditions are numbered in sorted order of their columns
     (missing values last), as a sorted group-by would number them."""
-    cond = ok_runs.loc[:, list(CONDITION_COLUMNS)]
+    cond = ok_runs.reindex(columns=list(CONDITION_COLUMNS))  # results of older schemas lack newer columns
     if not len(cond):
         codes = np.zeros(0, dtype=np.int64)
         first = codes
@@ -178,7 +178,8 @@ def _margins(info: MetricInfo, options: AnalysisOptions) -> tuple[float, float]:
 
 
 def _framework_rows(info: MetricInfo, values: np.ndarray, groups: np.ndarray, group_cond: np.ndarray,
-                    group_fw: np.ndarray, frameworks: list[str], options: AnalysisOptions) -> list[pd.DataFrame]:
+                    group_fw: np.ndarray, frameworks: list[str], options: AnalysisOptions,
+                    rho: np.ndarray | None = None) -> list[pd.DataFrame]:
     keep = np.isfinite(values)
     log_scale = info.comparison == "ratio"
     if log_scale:
@@ -189,7 +190,8 @@ def _framework_rows(info: MetricInfo, values: np.ndarray, groups: np.ndarray, gr
     for ids, block, _ in _buckets(gs[order], vs[order]):
         d = stats.describe(block)
         n = block.shape[1]
-        t = stats.paired_t(np.log(block) if log_scale else block, confidence=options.confidence)
+        t = stats.paired_t(np.log(block) if log_scale else block, confidence=options.confidence,
+                           rho=0.0 if rho is None else rho[group_cond[ids]])
         est, low, high = t.mean, t.low, t.high
         if log_scale:
             est, low, high = np.exp(est), np.exp(low), np.exp(high)
@@ -211,7 +213,7 @@ def _framework_rows(info: MetricInfo, values: np.ndarray, groups: np.ndarray, gr
 
 def _pair_rows(info: MetricInfo, a_name: str, b_name: str, a: np.ndarray, b: np.ndarray, pair_cond: np.ndarray,
                options: AnalysisOptions, within_a: np.ndarray | None = None,
-               within_b: np.ndarray | None = None) -> list[pd.DataFrame]:
+               within_b: np.ndarray | None = None, rho: np.ndarray | None = None) -> list[pd.DataFrame]:
     """Pair rows of one metric and one framework pair; ``pair_cond`` (one per (condition, seed) row)
     must be sorted. Conditions where both sides have values but no seed in common get an n = 0 row."""
     has_a, has_b = np.isfinite(a), np.isfinite(b)
@@ -234,7 +236,7 @@ def _pair_rows(info: MetricInfo, a_name: str, b_name: str, a: np.ndarray, b: np.
             "margin_low": margin[0], "margin_high": margin[1],
             "seeds_only_a": count_a[unpaired].astype(int), "seeds_only_b": count_b[unpaired].astype(int),
             "note": f"no seed has both {a_name} and {b_name}: nothing to pair",
-            "_mean_d": np.nan, "_sd_d": np.nan, "_se_d": np.nan, "_low_m": low_m, "_high_m": high_m,
+            "_mean_d": np.nan, "_sd_d": np.nan, "_se_d": np.nan, "_low_m": low_m, "_high_m": high_m, "_rho": 0.0,
         }))
     if not valid.any():
         return out
@@ -249,7 +251,8 @@ def _pair_rows(info: MetricInfo, a_name: str, b_name: str, a: np.ndarray, b: np.
     for ids, block, (block_a, block_b, block_wa, block_wb) in _buckets(cond, d, a, b, wa, wb):
         n = block.shape[1]
         desc = stats.describe(block)
-        t = stats.paired_t(block, confidence=options.confidence)
+        rho_ids = np.zeros(len(ids)) if rho is None else rho[ids]
+        t = stats.paired_t(block, confidence=options.confidence, rho=rho_ids)
         est, low, high, median = t.mean, t.low, t.high, desc.median
         if info.comparison == "ratio":
             est, low, high, median = np.exp(est), np.exp(low), np.exp(high), np.exp(median)
@@ -265,13 +268,13 @@ def _pair_rows(info: MetricInfo, a_name: str, b_name: str, a: np.ndarray, b: np.
             "row_kind": "pair", "metric": info.name, "comparison": info.comparison, "unit": info.difference_unit,
             "condition_id": ids, "framework_a": a_name, "framework_b": b_name,
             "estimate": est, "ci_low": low, "ci_high": high, "n": n, "mean": est, "median": median,
-            "std": desc.std, "iqr": desc.iqr, "p": t.p, "p_tost": stats.tost_p(block, low_m, high_m),
+            "std": desc.std, "iqr": desc.iqr, "p": t.p, "p_tost": stats.tost_p(block, low_m, high_m, rho=rho_ids),
             "margin_low": margin[0], "margin_high": margin[1],
             "prob_a_better": share, "prob_low": p_low, "prob_high": p_high,
             "seeds_only_a": only_a, "seeds_only_b": only_b,
             "within_share": np.where(np.isfinite(within), np.clip(within, 0, None), np.nan), "note": notes,
             # analysis-scale facts kept for the family step (decision intervals, seeds-needed hint)
-            "_mean_d": t.mean, "_sd_d": t.sd, "_se_d": t.se, "_low_m": low_m, "_high_m": high_m,
+            "_mean_d": t.mean, "_sd_d": t.sd, "_se_d": t.se, "_low_m": low_m, "_high_m": high_m, "_rho": rho_ids,
         }))
     return out
 
@@ -347,7 +350,7 @@ def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.D
     if family_by is not None and family_by not in CONDITION_COLUMNS:
         raise ValueError(f"family_by must be a condition column {CONDITION_COLUMNS}, got {family_by!r}")
     notes: list[str] = []
-    runs = ok_runs.reset_index(drop=True)
+    runs = censored.derive(ok_runs.reset_index(drop=True))  # time to target restricted to the budget
     conditions, cond_codes = conditions_table(runs)
     run_condition_ids = cond_codes
     frameworks = sorted(runs["framework"].astype(str).unique(), key=framework_sort_key)
@@ -372,6 +375,7 @@ def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.D
         metric_values[name] = vals
         within_values[name] = cell["within_var"].to_numpy(dtype=float)
     metric_names = [m for m in METRICS if m in metric_names]  # table order
+    rho_test, rho_val = resampled_rho(runs, cond_codes, len(conditions))
 
     # Speed pairs only within one accelerator type (an H100 cell is not paired with an A100 one):
     # -1 unknown (CPU, untyped or old results), else the type's code; see _mask_mixed_types.
@@ -418,7 +422,8 @@ def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.D
     for name in metric_names:
         info = METRICS[name]
         vals = metric_values[name]
-        parts += _framework_rows(info, vals, group, group_cond, group_fw, frameworks, options)
+        rho = (rho_val if name == "val_accuracy" else rho_test) if info.kind == "quality" else None
+        parts += _framework_rows(info, vals, group, group_cond, group_fw, frameworks, options, rho)
         wide = np.full((pair_ids.size, n_fw), np.nan)
         wide[pair_row, fw_codes] = vals
         wide_w = None
@@ -433,7 +438,8 @@ def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.D
                     mixed_pairs = max(mixed_pairs, int(mixed.sum()))
                     a, b = np.where(mixed, np.nan, a), np.where(mixed, np.nan, b)
             parts += _pair_rows(info, frameworks[i], frameworks[j], a, b, pair_cond, options,
-                                None if wide_w is None else wide_w[:, i], None if wide_w is None else wide_w[:, j])
+                                None if wide_w is None else wide_w[:, i], None if wide_w is None else wide_w[:, j],
+                                rho)
     if mixed_pairs:
         notes.append(f"{WARNING_PREFIX}{mixed_pairs} seed pair(s) ran on different accelerator types "
                      "(accelerator_type); speed comparisons pair only cells of one type, so they are left out "
@@ -442,12 +448,93 @@ def summarize(ok_runs: pd.DataFrame, options: AnalysisOptions, predictions: pd.D
     family_of_condition = (pd.factorize(conditions[family_by])[0] if family_by is not None
                            else np.zeros(len(conditions), dtype=np.int64))
     cols = _finish_pairs(_concat(parts), options, family_of_condition) if parts else {}
+    extra = [x for x in (_unmeasured_rows(runs, run_condition_ids, frameworks, cols),
+                         _reach_rows(runs, run_condition_ids, options)) if x]
+    if extra:
+        cols = _concat([cols, *extra]) if cols else _concat(extra)
     if predictions is not None and len(predictions):
         mc, mc_notes = mcnemar_rows(runs.assign(condition_id=run_condition_ids), predictions)
         notes += mc_notes
         if mc:
             cols = _concat([cols, mc]) if cols else mc
     return _attach(cols, conditions, options), conditions, notes
+
+
+def resampled_rho(runs: pd.DataFrame, cond_codes: np.ndarray, n_conditions: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per condition: n_test / n_train and n_val / n_train where its seeds resampled the split
+    (``split_design = resampled``), else 0 — the Nadeau–Bengio correction of the quality intervals
+    (``analysis.stats.resampled_variance_factor``); a fixed split needs none (a claim about these data)."""
+    test, val = np.zeros(n_conditions), np.zeros(n_conditions)
+    if not {"split_design", "train_samples", "test_samples"} <= set(runs.columns) or not n_conditions:
+        return test, val
+    frame = pd.DataFrame({"c": cond_codes, "resampled": (runs["split_design"] == "resampled").to_numpy(),
+                          "train": runs["train_samples"].to_numpy(dtype=float, na_value=np.nan),
+                          "test": runs["test_samples"].to_numpy(dtype=float, na_value=np.nan),
+                          "val": (runs["val_samples"] if "val_samples" in runs else runs["test_samples"] * np.nan
+                                  ).to_numpy(dtype=float, na_value=np.nan)})
+    agg = frame[frame["resampled"]].groupby("c")[["train", "test", "val"]].mean()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        test[agg.index.to_numpy()] = np.nan_to_num((agg["test"] / agg["train"]).to_numpy())
+        val[agg.index.to_numpy()] = np.nan_to_num((agg["val"] / agg["train"]).to_numpy())
+    return test, val
+
+
+NOT_MEASURED = "not measured"
+
+
+def _unmeasured_rows(runs: pd.DataFrame, condition_ids: np.ndarray, frameworks: list[str],
+                     cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A headline row for each (condition, pair, question) that has no measured primary metric but whose
+    cells say why (``runs.unmeasured``): verdict "not measured", the reason in the note — never a verdict
+    from a number that is not what its label says (e.g. epoch time with one epoch)."""
+    import json
+
+    if "unmeasured" not in runs or not runs["unmeasured"].notna().any():
+        return {}
+    have = set()
+    if cols:
+        head = np.flatnonzero(cols.get("family", np.array([], dtype=object)) == FAMILY_HEADLINE)
+        for i in head:
+            question = next((q for q, names in PRIMARY.items() if cols["metric"][i] in names), None)
+            have.add((int(cols["condition_id"][i]), cols["framework_a"][i], cols["framework_b"][i], question))
+    reasons: dict[tuple[int, str], dict[str, str]] = {}
+    for cid, fw, text in zip(condition_ids, runs["framework"].astype(str), runs["unmeasured"]):
+        if isinstance(text, str) and text:
+            for column, why in json.loads(text).items():
+                reasons.setdefault((int(cid), fw), {}).setdefault(column, why)
+    rows = []
+    present = {(int(c), f) for c, f in zip(condition_ids, runs["framework"].astype(str))}
+    for cid in sorted({int(c) for c in condition_ids}):
+        for a, b in itertools.combinations([f for f in frameworks if (cid, f) in present], 2):
+            for question, names in PRIMARY.items():
+                if (cid, a, b, question) in have:
+                    continue
+                for name in names:
+                    why = reasons.get((cid, a), {}).get(name) or reasons.get((cid, b), {}).get(name)
+                    if why:
+                        rows.append({"row_kind": "pair", "metric": name, "comparison": METRICS[name].comparison,
+                                     "unit": METRICS[name].difference_unit, "condition_id": cid, "framework_a": a,
+                                     "framework_b": b, "n": 0.0, "family": FAMILY_HEADLINE, "verdict": NOT_MEASURED,
+                                     "note": why})
+                        break
+    if not rows:
+        return {}
+    return _part({k: np.array([r.get(k) for r in rows], dtype=object if k in TEXT_COLUMNS else float)
+                  for k in rows[0]})
+
+
+def _reach_rows(runs: pd.DataFrame, condition_ids: np.ndarray, options: AnalysisOptions) -> dict[str, np.ndarray]:
+    """Framework rows of ``reach_rate``: the share of seeds that reached the target within the budget."""
+    rates = censored.reach_rates(runs, condition_ids, options.confidence)
+    if rates.empty:
+        return {}
+    notes = [f"{int(r)} of {int(n)} seeds reached {t} within {int(b)} epochs" for r, n, t, b in
+             zip(rates["reached"], rates["n"], rates["target"], rates["budget"])]
+    return _part({"row_kind": "framework", "metric": "reach_rate", "comparison": "value", "unit": "fraction",
+                  "condition_id": rates["condition_id"].to_numpy(), "framework": rates["framework"].to_numpy(dtype=object),
+                  "estimate": rates["rate"].to_numpy(dtype=float), "ci_low": rates["ci_low"].to_numpy(dtype=float),
+                  "ci_high": rates["ci_high"].to_numpy(dtype=float), "n": rates["n"].to_numpy(dtype=float),
+                  "mean": rates["rate"].to_numpy(dtype=float), "note": np.array(notes, dtype=object)})
 
 
 def _seed_list(seeds: np.ndarray) -> str:
@@ -502,7 +589,7 @@ def _finish_pairs(cols: dict[str, np.ndarray], options: AnalysisOptions,
     equivalence intervals at the Holm levels, verdicts from those intervals, seeds-needed hints,
     phrases."""
     size = len(cols["row_kind"])
-    for col in ("p", "p_tost", "n", "estimate", "_mean_d", "_sd_d", "_se_d", "_low_m", "_high_m"):
+    for col in ("p", "p_tost", "n", "estimate", "_mean_d", "_sd_d", "_se_d", "_low_m", "_high_m", "_rho"):
         cols.setdefault(col, np.full(size, np.nan))
     for col in ("framework_a", "framework_b", "comparison"):  # absent when only one framework ran
         cols.setdefault(col, np.full(size, None, dtype=object))
@@ -520,6 +607,7 @@ def _finish_pairs(cols: dict[str, np.ndarray], options: AnalysisOptions,
         p, p_tost = cols["p"][hp].astype(float), cols["p_tost"][hp].astype(float)
         mean, sd, se, n = (cols[c][hp].astype(float) for c in ("_mean_d", "_sd_d", "_se_d", "n"))
         low_m, high_m = cols["_low_m"][hp].astype(float), cols["_high_m"][hp].astype(float)
+        rho = np.nan_to_num(cols["_rho"][hp].astype(float)) if "_rho" in cols else np.zeros(hp.size)
         family = family_of_condition[cols["condition_id"][hp].astype(np.int64)]
         m, level, level_eq = np.zeros(hp.size), np.full(hp.size, np.nan), np.full(hp.size, np.nan)
         p_holm, p_tost_holm, size = np.full(hp.size, np.nan), np.full(hp.size, np.nan), np.zeros(hp.size)
@@ -544,7 +632,7 @@ def _finish_pairs(cols: dict[str, np.ndarray], options: AnalysisOptions,
         hint = np.full(hp.size, np.nan)
         for lo, hi, lv in set(zip(low_m.tolist(), high_m.tolist(), hint_level.tolist())):  # margins differ per metric
             idx = (low_m == lo) & (high_m == hi) & (hint_level == lv)
-            hint[idx] = stats.seeds_needed(mean[idx], sd[idx], n[idx], level=lv, low=lo, high=hi)
+            hint[idx] = stats.seeds_needed(mean[idx], sd[idx], n[idx], level=lv, low=lo, high=hi, rho=rho[idx])
         ratio = cols["comparison"][hp] == "ratio"
 
         def shown(x: np.ndarray) -> np.ndarray:  # analysis scale → shown scale

@@ -52,9 +52,35 @@ def print_verdict(summary_path: Path, file=None) -> None:
         table.add_column("verdict")
         for r in section["rows"]:
             estimate = r["estimate"].split(" = ", 1)[-1]
-            style = {"v-a": "bold", "v-b": "bold", "v-eq": "", "v-inc": "dim"}.get(r["vclass"], "")
-            table.add_row(r["question"], r["metric"], r["pair"], f"{estimate} {r['ci']}",
-                          Text(r["verdict"], style=style))
+            style = {"v-a": "bold", "v-b": "bold", "v-eq": "", "v-inc": "dim", "v-nm": "dim"}.get(r["vclass"], "")
+            verdict = Text(r["verdict"], style=style)
+            if r.get("basis"):
+                verdict.append(f"\n{r['basis']}", style="dim")
+            table.add_row(r["question"], r["metric"], r["pair"], f"{estimate} {r['ci']}".strip(), verdict)
         console.print(table)
     if len(sections) == 1:
         console.print(Text(f"condition: {sections[0]['label']}", style="dim"))
+    _print_notebook(console, summary)
+
+
+def _print_notebook(console, summary: pd.DataFrame) -> None:
+    """The seed notebook's table, measured (``analysis.trained.notebook_table``), under the verdicts."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from analysis.report import verdict_text
+    from analysis.trained import notebook_table
+
+    conditions = (summary[["condition_id", "condition", "epochs"]].dropna(subset=["condition_id"])
+                  .drop_duplicates("condition_id").sort_values("condition_id"))
+    for block in notebook_table(summary, conditions, verdict_text):
+        title = f"the trained model — {block['label']}" + (f" · {block['epochs']} epochs" if block["epochs"] else "")
+        table = Table(title=title, title_justify="left", pad_edge=False)
+        table.add_column("framework")
+        for heading in block["headings"]:
+            table.add_column(heading)
+        for row in block["rows"]:
+            table.add_row(row["framework"], *[f"{c['value']} {c['ci']}".strip() for c in row["cells"]])
+        console.print(table)
+        for a in block["accuracy"]:
+            console.print(Text(f"test accuracy {a['pair']} = {a['estimate']} {a['ci']}: {a['verdict']}"))

@@ -11,7 +11,13 @@ pipeline, execution mode):
   a ``tf.function`` step with ``GradientTape``; on torch: the Keras torch custom-loop recipe). It is
   the compute-only reference, so adapter/bare shows every cost the harness adds: making batches
   (gather + augment + normalise), the loop, ``fit``'s bookkeeping, per-step timing.
-- **adapter**: ``adapter.train_epoch(plan)`` on the same plan (the same pixels reach the model).
+- **adapter**: ``adapter.train_epoch(plan)`` on the same plan (the same pixels reach the model), with its
+  hardware-dependent choices (the memory layout) measured on the device exactly as a cell measures them
+  (``runner/cell/tuning.py``).
+
+The ceiling is the framework's best on the device, not one layout's: the bare loop is written in every
+layout the framework offers (PyTorch contiguous NCHW and channels_last; Keras channels_last and
+channels_first), each timed, and the fastest is the reference (each layout's img/s is printed).
 
 After one untimed warm-up epoch each (tracing, compilation, autotuning, the device bank), adapter
 and bare epochs alternate ``--repeats`` times (alternating which goes first), so both see the same
@@ -69,12 +75,12 @@ def reference_batches(plan: Batches) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 # ---- bare loops (one per framework; each returns a zero-argument "run one epoch" function) ----------
-def bare_pytorch(adapter, spec, parity, plan, lr):
+def bare_pytorch(adapter, spec, parity, plan, lr, layout):
     import torch
 
     from frameworks.pytorch_adapter import build_module, port_weights
 
-    fmt = torch.channels_last if adapter.channels_last else torch.contiguous_format
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     model = build_module(spec, parity)
     port_weights(model, spec, S.init_weights(spec, 0))
     model.to(adapter.device, memory_format=fmt)
@@ -95,21 +101,21 @@ def bare_pytorch(adapter, spec, parity, plan, lr):
     return epoch
 
 
-def _keras_parts(adapter, spec, parity, lr):
+def _keras_parts(adapter, spec, parity, lr, layout):
     from frameworks.keras_adapter import build_keras_model, port_weights
 
     keras = adapter.keras
-    model = build_keras_model(keras, spec, parity)
+    model = build_keras_model(keras, spec, parity, layout)
     port_weights(model, spec, S.init_weights(spec, 0))
     opt = keras.optimizers.Adam(lr, beta_1=parity.adam_beta_1, beta_2=parity.adam_beta_2, epsilon=parity.adam_epsilon)
     return keras, model, opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def bare_keras_jax(adapter, spec, parity, plan, lr):
+def bare_keras_jax(adapter, spec, parity, plan, lr, layout):
     import jax
     import jax.numpy as jnp
 
-    keras, model, opt, loss_fn = _keras_parts(adapter, spec, parity, lr)
+    keras, model, opt, loss_fn = _keras_parts(adapter, spec, parity, lr, layout)
     opt.build(model.trainable_variables)
 
     def loss_and_updates(trainable, non_trainable, x, y):
@@ -138,10 +144,10 @@ def bare_keras_jax(adapter, spec, parity, plan, lr):
     return epoch
 
 
-def bare_keras_tf(adapter, spec, parity, plan, lr):
+def bare_keras_tf(adapter, spec, parity, plan, lr, layout):
     import tensorflow as tf
 
-    keras, model, opt, loss_fn = _keras_parts(adapter, spec, parity, lr)
+    keras, model, opt, loss_fn = _keras_parts(adapter, spec, parity, lr, layout)
 
     @tf.function(jit_compile=parity.execution == "compiled")
     def step(x, y):
@@ -161,10 +167,10 @@ def bare_keras_tf(adapter, spec, parity, plan, lr):
     return epoch
 
 
-def bare_keras_torch(adapter, spec, parity, plan, lr):
+def bare_keras_torch(adapter, spec, parity, plan, lr, layout):
     import torch
 
-    keras, model, opt, loss_fn = _keras_parts(adapter, spec, parity, lr)
+    keras, model, opt, loss_fn = _keras_parts(adapter, spec, parity, lr, layout)
     device = keras.ops.convert_to_tensor(np.zeros(1, np.float32)).device
     data = [(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)) for x, y in reference_batches(plan)]
     weights = model.trainable_weights
@@ -183,6 +189,21 @@ def bare_keras_torch(adapter, spec, parity, plan, lr):
 
 
 BARE = {"pytorch": bare_pytorch, "keras_jax": bare_keras_jax, "keras": bare_keras_tf, "keras_torch": bare_keras_torch}
+#: The layouts a bare loop can be written in (the adapter's ``tunables`` candidates): the ceiling is the best of them.
+LAYOUTS = {"pytorch": ("contiguous", "channels_last"), "keras": ("channels_last", "channels_first"),
+           "keras_jax": ("channels_last", "channels_first"), "keras_torch": ("channels_last", "channels_first")}
+
+
+def best_bare(fw, adapter, spec, parity, plan, lr, repeats: int) -> tuple[str, object, dict[str, float]]:
+    """Every layout's bare loop, one warm-up epoch then ``repeats`` epochs alternating: (the fastest layout,
+    its epoch function, median seconds per layout) — the ceiling is the framework's best on the device."""
+    loops = {layout: BARE[fw](adapter, spec, parity, plan, lr, layout) for layout in LAYOUTS[fw]}
+    for loop in loops.values():
+        loop()
+    times = alternate(loops, max(repeats // 2, 2))
+    medians = {layout: statistics.median(v) for layout, v in times.items()}
+    best = min(medians, key=medians.get)
+    return best, loops[best], medians
 
 
 def data_path_epoch(framework: str, adapter, plan: Batches):
@@ -229,6 +250,7 @@ def alternate(fns: dict, repeats: int) -> dict[str, list[float]]:
 
 def worker(args: argparse.Namespace) -> dict:
     from frameworks.base import get_adapter
+    from runner.cell import tuning
 
     fw = args.framework
     plan = make_plan(args.samples, args.image_size, args.num_classes, args.batch_size)
@@ -241,8 +263,11 @@ def worker(args: argparse.Namespace) -> dict:
         for model_name in args.models:
             spec = getattr(S, model_name)(args.num_classes, args.image_size)
             train = TrainConfig(batch_size=args.batch_size, learning_rate=1e-3)
+            # The adapter as a cell runs it: its layout measured on this device (runner/cell/tuning.py) …
+            tuned = tuning.measure(adapter, spec, train, S.init_weights(spec, 0), 0, plan)
             adapter.build(spec, train, S.init_weights(spec, 0))
-            bare = BARE[fw](adapter, spec, parity, plan, train.learning_rate)
+            # … against the best bare loop over every layout.
+            layout, bare, bare_layouts = best_bare(fw, adapter, spec, parity, plan, train.learning_rate, args.repeats)
             for pipeline in args.pipelines:
                 adapter.set_pipeline(PipelineConfig(name=pipeline, workers=args.workers, prefetch=2))
 
@@ -261,6 +286,8 @@ def worker(args: argparse.Namespace) -> dict:
                     "ratio_median": b_med / a_med,  # throughput ratio adapter/bare = time ratio bare/adapter
                     "ratio_best": min(runs["bare"]) / min(runs["adapter"]),
                     "knobs": {k: adapter.knobs()[k] for k in ("execution", "compile_detail", "memory_format", "data_pipeline")},
+                    "adapter_layout": {k: v["choice"] for k, v in tuned.items()}, "bare_layout": layout,
+                    "bare_layouts_s": bare_layouts,
                 })
         if null is None and not args.no_null_model:
             adapter.set_pipeline(PipelineConfig())
@@ -314,10 +341,12 @@ def main() -> int:
           f"{args.threads} threads, {args.repeats} alternating epochs each after 1 warm-up; throughput ratio adapter/bare "
           f"(median epochs; best = fastest epochs)")
     print(f"{'framework':<12} {'model':<13} {'device':<7} {'pipeline':<8} {'mode':<9} {'adapter img/s':>13} "
-          f"{'bare img/s':>10} {'ratio':>6} {'best':>6}")
+          f"{'bare img/s':>10} {'ratio':>6} {'best':>6}  layouts (adapter measured · bare best of each)")
     for r in rows:
+        bare = ", ".join(f"{k} {args.samples / v:.0f}" for k, v in r["bare_layouts_s"].items())
         print(f"{r['framework']:<12} {r['model']:<13} {r['device']:<7} {r['pipeline']:<8} {r['mode']:<9} "
-              f"{r['adapter_img_s_median']:>13.0f} {r['bare_img_s_median']:>10.0f} {r['ratio_median']:>6.3f} {r['ratio_best']:>6.3f}")
+              f"{r['adapter_img_s_median']:>13.0f} {r['bare_img_s_median']:>10.0f} {r['ratio_median']:>6.3f} {r['ratio_best']:>6.3f}"
+              f"  {'/'.join(r['adapter_layout'].values()) or 'forced'} · best {r['bare_layout']} ({bare} img/s)")
     if nulls:
         print(f"\nnull model (pipeline=device data path alone: gather + augment + normalise, no model), "
               f"{args.image_size}x{args.image_size}, batch {args.batch_size}, {args.repeats} epochs")

@@ -15,7 +15,7 @@ an adapter receives (``ParityConfig``, ``TrainConfig`` with its ``PipelineConfig
 ``InferenceConfig``, the ``framework`` node) are frozen, so no adapter can change what the row records.
 
 Groups and their schemas: ``data`` (``base_folder``, ``base_eurosat``, ``base_synthetic``), ``model``
-(``base_cnn``), ``framework`` (``base_framework``, ``base_pytorch``, ``base_fake``), ``parity``
+(``base_cnn``), ``framework`` (``base_framework``, ``base_pytorch``, ``base_keras``, ``base_fake``), ``parity``
 (``base_parity``), ``train`` (``base_train``), ``runner`` (``base_runner``), ``report``
 (``base_report``), and the root (``base_config``, with ``grid``). A new group adds its dataclass
 here, an entry in ``SCHEMAS`` (or ``PACKAGED``) and a field where its package puts it (``pipeline``
@@ -72,6 +72,10 @@ class DataConfig:
     val_fraction: float = 0.1  # of the train+val part
     on_corrupt: str = "error"  # error | skip
     cache_dir: str = MISSING
+    #: null: each seed draws its own train/val/test split (resampled design: a claim about the data set; the
+    #: quality verdicts use the Nadeau–Bengio corrected variance); an integer: every seed trains on the one
+    #: split this seed draws (fixed design: a claim about these data; only training randomness varies).
+    split_seed: Optional[int] = None
 
     def __post_init__(self) -> None:
         if not _filled(self):
@@ -83,6 +87,7 @@ class DataConfig:
         _check(0 < self.test_fraction < 1, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
         _check(0 <= self.val_fraction < 1, "data.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
         _one_of(self.on_corrupt, ON_CORRUPT, "data.on_corrupt")
+        _at_least(self.split_seed, 0, "data.split_seed")
 
 
 @dataclass
@@ -151,13 +156,26 @@ class FrameworkConfig:
 
 @dataclass(frozen=True)
 class PyTorchFrameworkConfig(FrameworkConfig):
-    memory_format: str = "auto"  # auto (channels_last on CUDA, contiguous on CPU) | channels_last | contiguous
+    memory_format: str = "auto"  # auto (measured on the device: runner/cell/tuning.py) | channels_last | contiguous
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not _filled(self):
             return
         _one_of(self.memory_format, ("auto", "channels_last", "contiguous"), "framework.memory_format")
+
+
+@dataclass(frozen=True)
+class KerasFrameworkConfig(FrameworkConfig):
+    #: auto (measured on the device) | channels_last (NHWC, Keras' default) | channels_first (NCHW: the model
+    #: permutes its NHWC input once, then every conv/pool/BN layer runs channels-first)
+    data_format: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not _filled(self):
+            return
+        _one_of(self.data_format, ("auto", "channels_last", "channels_first"), "framework.data_format")
 
 
 @dataclass(frozen=True)
@@ -172,11 +190,19 @@ class FakeHooks:
     crash_once_file: Optional[str] = None
     crash_signal: Optional[str] = None
     record_file: Optional[str] = None
+    layout_sleep_s: Optional[float] = None  # extra seconds per training step under layout=nchw (a planted difference)
 
 
 @dataclass(frozen=True)
 class FakeFrameworkConfig(FrameworkConfig):
+    layout: str = "nhwc"  # auto (measured, like the real frameworks' layouts) | nhwc | nchw
     fake: FakeHooks = field(default_factory=FakeHooks)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not _filled(self):
+            return
+        _one_of(self.layout, ("auto", "nhwc", "nchw"), "framework.layout")
 
 
 # ---- parity ---------------------------------------------------------------------------------
@@ -241,6 +267,22 @@ class InferenceConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    """``train.memory``: how a cell's memory is measured (``runner/cell/probe.py``)."""
+
+    #: true: the Leaner figure comes from a fresh process that imports the framework, loads the data, builds
+    #: the cell's model (its measured choices), trains ``steps`` steps, validates and serves it — the same
+    #: for every cell whatever ran before in the actor. false: only the actor's own per-cell figures.
+    fresh_process: bool = True
+    steps: int = 10  # training steps in the fresh process (the working set is reached within the first few)
+
+    def __post_init__(self) -> None:
+        if not _filled(self):
+            return
+        _at_least(self.steps, 1, "train.memory.steps")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """``conf/pipeline/*.yaml`` (``# @package train.pipeline``): where batches are made."""
 
@@ -254,9 +296,44 @@ class PipelineConfig:
         _at_least(self.prefetch, 0, "train.pipeline.prefetch")
 
 
+#: Validation metrics a target can be set on, and whether higher is better.
+TARGET_METRICS = {"val_accuracy": True, "val_loss": False}
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """``train.target``: train to a validation quality (MLPerf/AlgoPerf's time-to-result). ``threshold``
+    null = no target; ``train.epochs`` is the budget; a cell that misses it within the budget is censored."""
+
+    metric: str = "val_accuracy"  # val_accuracy (>= threshold) | val_loss (<= threshold)
+    threshold: Optional[float] = None
+    stop: bool = False  # true: stop at the target; false: train the whole budget (converged quality too)
+
+    def __post_init__(self) -> None:
+        if not _filled(self):
+            return
+        _one_of(self.metric, tuple(TARGET_METRICS), "train.target.metric")
+        if self.threshold is not None and self.metric == "val_accuracy":
+            _check(0 < self.threshold <= 1, "train.target.threshold",
+                   f"must be in (0, 1] for val_accuracy, got {self.threshold}")
+        if self.threshold is not None and self.metric == "val_loss":
+            _check(self.threshold > 0, "train.target.threshold", f"must be > 0 for val_loss, got {self.threshold}")
+
+    def words(self) -> str | None:
+        """``val_accuracy >= 0.75`` (the ``target`` column), or None without a target."""
+        if self.threshold is None:
+            return None
+        return f"{self.metric} {'>=' if TARGET_METRICS[self.metric] else '<='} {self.threshold:g}"
+
+    def reached(self, value: float | None) -> bool:
+        if self.threshold is None or value is None:
+            return False
+        return value >= self.threshold if TARGET_METRICS[self.metric] else value <= self.threshold
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 2
+    epochs: int = 2  # with a target: the epoch budget
     batch_size: int = 64  # must not exceed the training split (checked with the data, runner/planning/checks.py)
     optimizer: str = "adam"
     learning_rate: float = 1e-3
@@ -266,6 +343,8 @@ class TrainConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     # The `pipeline` group (conf/pipeline/, `# @package train.pipeline`) lands here, typed.
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     def __post_init__(self) -> None:
         if not _filled(self):
@@ -416,7 +495,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
              "base_synthetic": SyntheticDataConfig},
     "model": {"base_cnn": CNNConfig},
     "framework": {"base_framework": FrameworkConfig, "base_pytorch": PyTorchFrameworkConfig,
-                  "base_fake": FakeFrameworkConfig},
+                  "base_keras": KerasFrameworkConfig, "base_fake": FakeFrameworkConfig},
     "parity": {"base_parity": ParityConfig},
     "train": {"base_train": TrainConfig},
     "runner": {"base_runner": RunnerConfig},

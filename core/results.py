@@ -23,8 +23,11 @@ import pyarrow.parquet as pq
 
 #: Version 2: memory columns in MiB named ``*_mib`` (were ``*_mb``), epochs numbered 1..N (were 0..N-1),
 #: every column described (field metadata ``description`` and ``unit``). ``upgrade`` reads version 1.
-SCHEMA_VERSION = "2"
-READABLE_VERSIONS = ("1", "2")
+#: Version 3: time to a target, energy, memory at start and above it, measured choices (``tuning``),
+#: ``unmeasured`` reasons, the split design; a one-epoch cell's ``median_epoch_seconds`` is null (was the
+#: warm-up epoch). Versions 1–2 are read as they are (the new columns absent).
+SCHEMA_VERSION = "3"
+READABLE_VERSIONS = ("1", "2", "3")
 
 _IDENTITY = [
     ("sweep_id", pa.string()),
@@ -55,6 +58,9 @@ _IDENTITY = [
     ("pipeline", pa.string()),  # device | native (where batches are made)
     ("deterministic", pa.bool_()),  # deterministic kernels requested (read back in parity_knobs)
     ("parity_mode", pa.string()),
+    ("target", pa.string()),  # "val_accuracy >= 0.75" (null: no target)
+    ("stop_at_target", pa.bool_()),
+    ("split_design", pa.string()),  # resampled | fixed
     ("cpu_threads", pa.int64()),
     ("concurrency", pa.int64()),  # timing cells sharing the node/device at once
     ("attempt", pa.int64()),
@@ -70,6 +76,7 @@ _STATUS = [
     ("status", pa.string()),  # ok | failed | skipped (a combination the framework cannot honour; reason in error)
     ("error", pa.string()),
     ("traceback", pa.string()),
+    ("unmeasured", pa.string()),  # JSON {column: why it has no value}
 ]
 _QUALITY = [
     ("accuracy", pa.float64()),
@@ -85,6 +92,10 @@ _QUALITY = [
     ("per_class", pa.string()),  # JSON {class: {precision, recall, f1, support}}
     ("classes", pa.string()),  # JSON [class names] in label order
     ("test_samples", pa.int64()),
+    ("train_samples", pa.int64()),
+    ("val_samples", pa.int64()),
+    ("val_accuracy", pa.float64()),  # after the last epoch run
+    ("val_loss", pa.float64()),
 ]
 _SPEED = [
     ("train_seconds", pa.float64()),  # all epochs, training only
@@ -103,10 +114,28 @@ _SPEED = [
     ("import_seconds", pa.float64()),  # framework import in a fresh process (null when not measured)
     ("import_note", pa.string()),  # how import_seconds was measured, or why it is null
     ("time_to_first_step_seconds", pa.float64()),  # build + first training step
+    ("epochs_run", pa.int64()),
+    ("training_wall_seconds", pa.float64()),
+    ("reached_target", pa.bool_()),
+    ("epochs_to_target", pa.int64()),
+    ("train_seconds_to_target", pa.float64()),
+    ("wall_seconds_to_target", pa.float64()),
+    ("tuning", pa.string()),  # JSON {knob: {choice, seconds_per_step, …}}
+    ("energy_joules", pa.float64()),
+    ("joules_per_training_image", pa.float64()),
+    ("joules_to_target", pa.float64()),
+    ("energy_note", pa.string()),
 ]
 _MEMORY = [
+    ("host_rss_at_start_mib", pa.float64()),
     ("peak_host_rss_mib", pa.float64()),
+    ("peak_host_rss_above_start_mib", pa.float64()),
+    ("device_memory_at_start_mib", pa.float64()),
     ("peak_device_memory_mib", pa.float64()),  # framework-native counter; null on CPU
+    ("peak_device_memory_above_start_mib", pa.float64()),
+    ("host_rss_fresh_start_mib", pa.float64()),
+    ("peak_host_rss_fresh_mib", pa.float64()),
+    ("peak_device_memory_fresh_mib", pa.float64()),
 ]
 _MODEL = [
     ("param_count", pa.int64()),  # trainable
@@ -116,7 +145,7 @@ _MODEL = [
 
 #: The data dictionary: ``column → (unit, description)``, stored in each Arrow field's metadata
 #: (``description``, ``unit``) so every table explains itself (``python -m analysis --describe``).
-#: Units: ``none`` (identifiers, text, JSON), ``count``, ``fraction`` (0–1), ``s``, ``ms``, ``MiB``
+#: Units: ``none`` (identifiers, text, JSON), ``count``, ``fraction`` (0–1), ``s``, ``ms``, ``J``, ``MiB``
 #: (2^20 bytes), ``images/s``, ``pixels``, ``nats`` (natural-log cross-entropy per sample), ``UTC``.
 COLUMN_DOCS: dict[str, tuple[str, str]] = {
     # identity
@@ -147,6 +176,10 @@ COLUMN_DOCS: dict[str, tuple[str, str]] = {
     "compile_policy": ("none", "graph compilation: off | on (XLA jit_compile / torch.compile)"),
     "parity_mode": ("none", "parity config: strict (hidden defaults made equal) | framework_defaults"),
     "cpu_threads": ("count", "intra-op CPU threads the framework was given"),
+    "target": ("none", "the validation target the cell trained to, e.g. 'val_accuracy >= 0.75' (null: no target)"),
+    "stop_at_target": ("none", "true: training stopped at the target; false: the whole epoch budget was trained"),
+    "split_design": ("none", "resampled: each seed drew its own train/val/test split (a claim about the data set); "
+                             "fixed: one split for every seed (a claim about these data)"),
     "execution_mode": ("none", "default | compiled: how the framework ran the model (frameworks.base)"),
     "pipeline": ("none", "device | native: where the batches were made (on the device, or the framework's own loader)"),
     "deterministic": ("none", "deterministic kernels requested (true/false; read back in parity_knobs)"),
@@ -162,6 +195,8 @@ COLUMN_DOCS: dict[str, tuple[str, str]] = {
     "status": ("none", "ok | failed | skipped (a combination the framework cannot honour; reason in error)"),
     "error": ("none", "one-line error of a failed cell"),
     "traceback": ("none", "traceback of a failed cell"),
+    "unmeasured": ("none", "JSON {column: why it has no value} for the columns this cell could not measure as "
+                           "their label says (e.g. epoch time with one epoch, a p99 from too few calls)"),
     # quality (test split)
     "accuracy": ("fraction", "test accuracy"),
     "precision": ("fraction", "test precision: binary ⇒ class 1, multi-class ⇒ support-weighted"),
@@ -176,10 +211,14 @@ COLUMN_DOCS: dict[str, tuple[str, str]] = {
     "per_class": ("none", "JSON {class: {precision, recall, f1 (fractions), support (count)}}"),
     "classes": ("none", "JSON [class names] in label order"),
     "test_samples": ("count", "images in the test split"),
+    "train_samples": ("count", "images in the training split"),
+    "val_samples": ("count", "images in the validation split"),
+    "val_accuracy": ("fraction", "validation accuracy after the last epoch run"),
+    "val_loss": ("nats", "validation cross-entropy per sample after the last epoch run"),
     # speed
     "train_seconds": ("s", "training time of all epochs (train_epoch only; validation excluded)"),
     "first_epoch_seconds": ("s", "epoch 1 (warm-up: tracing, compilation, autotune), reported apart"),
-    "median_epoch_seconds": ("s", "median training time of epochs 2..N (epoch 1 when there is only one)"),
+    "median_epoch_seconds": ("s", "median training time of epochs 2..N (null with one epoch: see unmeasured)"),
     "images_per_second": ("images/s", "training images / median_epoch_seconds"),
     "latency_p50_ms": ("ms", "inference latency at batch 1, median over latency_samples calls after warm-up"),
     "latency_p90_ms": ("ms", "inference latency at batch 1, 90th percentile"),
@@ -194,9 +233,36 @@ COLUMN_DOCS: dict[str, tuple[str, str]] = {
                             "before anything else was imported; null when not measured (see import_note)"),
     "import_note": ("none", "how import_seconds was measured, or why it is null"),
     "time_to_first_step_seconds": ("s", "build the model + the first optimizer step (the wait of an edit–run cycle)"),
+    "epochs_run": ("count", "epochs trained (the budget, or fewer when the cell stopped at its target)"),
+    "training_wall_seconds": ("s", "wall time of the whole training loop, validation included"),
+    "reached_target": ("none", "whether validation reached the target within the epoch budget (null: no target)"),
+    "epochs_to_target": ("count", "the epoch after which validation first reached the target (null: missed)"),
+    "train_seconds_to_target": ("s", "training time (train_epoch only, validation excluded: AlgoPerf's clock) "
+                                     "up to the target epoch (null: missed)"),
+    "wall_seconds_to_target": ("s", "wall time from the first batch to the end of the validation that reached the "
+                                    "target, validation included (MLPerf's clock; null: missed)"),
+    "tuning": ("none", "JSON {knob: {choice, seconds_per_step of each candidate, measured_in}}: the hardware-"
+                       "dependent choices measured on the device (runner/cell/tuning.py); {} when all were forced"),
+    "energy_joules": ("J", "energy of all training epochs (NVML on a GPU, RAPL on a CPU); null without a counter"),
+    "joules_per_training_image": ("J", "energy_joules / training images processed"),
+    "joules_to_target": ("J", "training energy up to the target epoch (null: missed, or no counter)"),
+    "energy_note": ("none", "which counter measured the energy, or why it was not measured"),
     # memory
-    "peak_host_rss_mib": ("MiB", "peak resident host memory of the cell's process (Linux VmHWM, reset per cell)"),
+    "host_rss_at_start_mib": ("MiB", "the process's resident memory when the cell's measurement starts: framework "
+                                     "runtime + the resident dataset, after what earlier cells left was released"),
+    "peak_host_rss_mib": ("MiB", "peak resident host memory of the process during the cell (Linux VmHWM, reset at "
+                                 "the cell's start)"),
+    "peak_host_rss_above_start_mib": ("MiB", "peak_host_rss_mib − host_rss_at_start_mib: what the cell added to the "
+                                             "actor process (allocator caches kept from earlier cells are not counted)"),
+    "device_memory_at_start_mib": ("MiB", "framework-native device memory in use at the cell's start; null on CPU"),
     "peak_device_memory_mib": ("MiB", "framework-native peak device memory of the cell; null on CPU"),
+    "peak_device_memory_above_start_mib": ("MiB", "peak_device_memory_mib − device_memory_at_start_mib"),
+    "host_rss_fresh_start_mib": ("MiB", "fresh process (runner/cell/probe.py): resident memory after importing the "
+                                        "framework and loading the data, before the model"),
+    "peak_host_rss_fresh_mib": ("MiB", "fresh process: peak resident memory while it builds the cell's model, trains "
+                                       "train.memory.steps steps, validates and serves it (the Leaner metric on CPU)"),
+    "peak_device_memory_fresh_mib": ("MiB", "fresh process: the framework's peak device memory (the Leaner metric on "
+                                            "a GPU); null on CPU"),
     # model
     "param_count": ("count", "trainable parameters"),
     "param_count_total": ("count", "parameters incl. BatchNorm moving statistics"),
@@ -208,6 +274,7 @@ COLUMN_DOCS: dict[str, tuple[str, str]] = {
     "val_loss": ("nats", "validation cross-entropy per sample after the epoch"),
     "val_accuracy": ("fraction", "validation accuracy after the epoch"),
     "epoch_seconds": ("s", "training time of the epoch (train_epoch only)"),
+    "eval_seconds": ("s", "time of the validation after the epoch (not part of epoch_seconds)"),
     "steps": ("count", "optimizer steps timed in the epoch"),
     "step_seconds_median": ("s", "median wall time of one training step in the epoch"),
     "step_seconds_p10": ("s", "training step wall time, 10th percentile in the epoch"),
@@ -248,6 +315,7 @@ EPOCHS_SCHEMA = _described("epochs", [
     ("val_loss", pa.float64()),
     ("val_accuracy", pa.float64()),
     ("epoch_seconds", pa.float64()),  # training part only
+    ("eval_seconds", pa.float64()),  # the validation after it
     ("images_per_second", pa.float64()),
     ("steps", pa.int64()),  # optimizer steps timed in this epoch
     ("step_seconds_median", pa.float64()),  # per-step wall time (see frameworks.base.EpochStats)

@@ -120,8 +120,24 @@ class Adapter(abc.ABC):
         """The framework node's own options (an instance of ``config_schema``), before each cell."""
 
     def set_pipeline(self, pipeline: PipelineConfig) -> None:
-        """Switch between ``device``/``native`` for the next cells (the device copy stays cached)."""
+        """Switch between ``device``/``native`` for the next cells."""
         self.pipeline = pipeline
+
+    # ---- hardware-dependent choices, measured (runner/cell/tuning.py) -------------------
+    def tunables(self) -> dict[str, tuple[str, ...]]:
+        """The choices whose best value depends on the device and that the config leaves to measurement
+        (``auto``): knob → candidates. The runner times each candidate for a few untimed training steps
+        on this device before the first timed cell of a condition and keeps the fastest (``use``)."""
+        return {}
+
+    def use(self, knob: str, value: str) -> None:
+        """Apply one candidate of ``tunables()[knob]`` to the next ``build``."""
+        raise KeyError(f"{self.name} has no tunable knob {knob!r}")
+
+    def release(self) -> None:
+        """Drop what an earlier cell left behind (model, optimizer, compiled functions, the device copy of
+        the data, loader workers), so that every cell starts from the same state and its memory figures do
+        not depend on which cells ran before it in this process."""
 
     # ---- environment ------------------------------------------------------------------
     @abc.abstractmethod
@@ -189,6 +205,10 @@ class Adapter(abc.ABC):
 
     def peak_device_memory_bytes(self) -> int | None:
         """Framework-native peak device memory since the last reset; ``None`` on CPU."""
+        return None
+
+    def device_memory_bytes(self) -> int | None:
+        """Framework-native device memory in use now; ``None`` on CPU."""
         return None
 
 

@@ -91,11 +91,16 @@ class FakeAdapter(Adapter):
 
     # ---- options ----------------------------------------------------------------------
     def configure(self, options: FakeFrameworkConfig) -> None:
-        """The test hooks: ``framework.fake.*`` where set, else the ``KVP_FAKE_*`` environment."""
+        """The layout (``auto`` is measured like the real frameworks' layouts) and the test hooks:
+        ``framework.fake.*`` where set, else the ``KVP_FAKE_*`` environment."""
+        self.layout = options.layout
+        self._measured_layout: str | None = None
         env = {"step_sleep_s": "KVP_FAKE_SLEEP", "fail": "KVP_FAKE_FAIL", "crash": "KVP_FAKE_CRASH",
                "crash_once_file": "KVP_FAKE_CRASH_ONCE", "record_file": "KVP_FAKE_RECORD"}
         hooks = {key: os.environ[var] for key, var in env.items() if os.environ.get(var, "") != ""}
         hooks.update({k: v for k, v in dataclasses.asdict(options.fake).items() if v is not None})
+        if os.environ.get("KVP_MEMORY_PROBE"):  # the memory probe's fresh process is not a cell: no test hook fires
+            hooks = {k: v for k, v in hooks.items() if k == "layout_sleep_s"}
         self._hooks = hooks
 
     def _hook_float(self, key: str) -> float:
@@ -103,6 +108,25 @@ class FakeAdapter(Adapter):
             return float(self._hooks.get(key) or 0.0)
         except (TypeError, ValueError):
             raise ValueError(f"framework.fake.{key}: expected seconds (a number), got {self._hooks.get(key)!r}") from None
+
+    LAYOUTS = ("nhwc", "nchw")
+
+    def tunables(self) -> dict[str, tuple[str, ...]]:
+        return {"layout": self.LAYOUTS} if self.layout == "auto" else {}
+
+    def use(self, knob: str, value: str) -> None:
+        if knob != "layout" or value not in self.LAYOUTS:
+            raise KeyError(f"{self.name}: no tunable {knob}={value!r}; tunables: layout in {self.LAYOUTS}")
+        self._measured_layout = value
+
+    @property
+    def effective_layout(self) -> str:
+        return (self._measured_layout or "nhwc") if self.layout == "auto" else self.layout
+
+    def release(self) -> None:
+        self._built = False
+        self.W = self.b = None
+        self._m = self._v = []
 
     # ---- environment ------------------------------------------------------------------
     def versions(self) -> dict[str, str]:
@@ -160,18 +184,23 @@ class FakeAdapter(Adapter):
             "loss": "softmax cross-entropy", "loss_reduction": "mean", "loss_from_logits": True,
             "output_activation": "softmax", "precision": "fp64", "compute_dtype": "float64",
             "matmul_tf32": False, "conv_tf32": False, "execution": self.parity.execution,
-            "compile_detail": "numpy (no compilation)", "memory_format": "NHWC",
+            "compile_detail": "numpy (no compilation)", "memory_format": self.effective_layout.upper(),
             "cpu_threads_intra_op": None, "cpu_threads_inter_op": None, "deterministic": True,
             "pipeline": self.pipeline.name, "data_pipeline": "numpy slices + core.batches.apply_augment",
         })
 
     # ---- compute ----------------------------------------------------------------------
     def _features(self, x: np.ndarray) -> np.ndarray:
-        """Normalised float NHWC → mean of each grid cell per channel, flattened."""
+        """Normalised float NHWC → mean of each grid cell per channel, flattened (the same numbers in
+        both layouts; ``nchw`` computes them on a channels-first copy)."""
         n, h, w, c = x.shape
         g = self._grid
         hh, ww = h // g, w // g
-        pooled = x[:, : hh * g, : ww * g].reshape(n, g, hh, g, ww, c).mean(axis=(2, 4))
+        if self.effective_layout == "nchw":
+            first = np.ascontiguousarray(x.transpose(0, 3, 1, 2))[:, :, : hh * g, : ww * g]
+            pooled = first.reshape(n, c, g, hh, g, ww).mean(axis=(3, 5)).transpose(0, 2, 3, 1)
+        else:
+            pooled = x[:, : hh * g, : ww * g].reshape(n, g, hh, g, ww, c).mean(axis=(2, 4))
         return pooled.reshape(n, -1)
 
     @staticmethod
@@ -200,6 +229,8 @@ class FakeAdapter(Adapter):
             self._trained_once = True
             time.sleep(self._hook_float("compile_sleep_s"))
         step_sleep = self._hook_float("step_sleep_s")
+        if self.effective_layout == "nchw":
+            step_sleep += self._hook_float("layout_sleep_s")
         lr = float(self._train.learning_rate)
         loss_sum, correct, samples, steps = 0.0, 0, 0, 0
         marks = [time.perf_counter()]

@@ -22,34 +22,39 @@ import numpy as np
 
 from frameworks import keras_backends
 from core import spec as S
-from core.config import ParityConfig, PipelineConfig, TrainConfig
+from core.config import KerasFrameworkConfig, ParityConfig, PipelineConfig, TrainConfig
 from frameworks.base import Adapter, Batches, EpochStats, check_plan
 from frameworks.knobs import finish_knobs, probabilities_from_logits, single_value
 from frameworks.pipeline import normalisation_affine
 
 
 # region: model-definition
-def build_keras_model(keras: Any, spec: S.ModelSpec, parity: ParityConfig) -> Any:
-    """The spec as a functional Keras model; named layers carry the spec's names (for weight porting)."""
-    bn_kwargs: dict[str, float] = {}
+def build_keras_model(keras: Any, spec: S.ModelSpec, parity: ParityConfig, data_format: str = "channels_last") -> Any:
+    """The spec as a functional Keras model; named layers carry the spec's names (for weight porting).
+    ``channels_first``: the NHWC input is permuted once, then every conv/pool/BN layer runs NCHW (same
+    weights: Keras keeps HWIO kernels in both formats)."""
+    bn_kwargs: dict[str, Any] = {"axis": 1 if data_format == "channels_first" else -1}
     if parity.batchnorm_momentum is not None:
         bn_kwargs["momentum"] = 1.0 - parity.batchnorm_momentum  # Keras weighs the OLD value
     if parity.batchnorm_epsilon is not None:
         bn_kwargs["epsilon"] = parity.batchnorm_epsilon
     L = keras.layers
     inputs = keras.Input(shape=spec.input_shape, name="image")
-    x = inputs
+    x = L.Permute((3, 1, 2), name="to_channels_first")(inputs) if data_format == "channels_first" else inputs
+    flat = False  # after global pooling BN normalises (N, C): the channel axis is the last one in both formats
     for i, layer in enumerate(spec.layers):
         if isinstance(layer, S.Conv2D):
-            x = L.Conv2D(layer.filters, layer.kernel_size, padding="same", data_format="channels_last", name=layer.name)(x)
+            x = L.Conv2D(layer.filters, layer.kernel_size, padding="same", data_format=data_format, name=layer.name)(x)
+            flat = False
         elif isinstance(layer, S.ReLU):
             x = L.ReLU(name=f"relu_{i}")(x)
         elif isinstance(layer, S.MaxPool2D):
-            x = L.MaxPooling2D(layer.pool_size, data_format="channels_last", name=f"pool_{i}")(x)
+            x = L.MaxPooling2D(layer.pool_size, data_format=data_format, name=f"pool_{i}")(x)
         elif isinstance(layer, S.BatchNorm):
-            x = L.BatchNormalization(name=layer.name, **bn_kwargs)(x)
+            x = L.BatchNormalization(name=layer.name, **(dict(bn_kwargs, axis=-1) if flat else bn_kwargs))(x)
         elif isinstance(layer, S.GlobalAvgPool):
-            x = L.GlobalAveragePooling2D(data_format="channels_last", name=f"gap_{i}")(x)
+            x = L.GlobalAveragePooling2D(data_format=data_format, name=f"gap_{i}")(x)
+            flat = True
         elif isinstance(layer, S.Dense):
             x = L.Dense(layer.units, name=layer.name)(x)
         elif isinstance(layer, S.Dropout):
@@ -130,6 +135,8 @@ class KerasAdapter(Adapter):
     name = "keras"
     backend = "tensorflow"
     bn_moving_variance_estimator = "biased"  # BN moving-variance update uses the biased batch variance (torch: unbiased)
+    config_schema = KerasFrameworkConfig
+    DATA_FORMATS = ("channels_last", "channels_first")
 
     @classmethod
     def unsupported(cls, framework: str, execution: str, deterministic: bool, device: str) -> str | None:
@@ -168,6 +175,35 @@ class KerasAdapter(Adapter):
             raise RuntimeError(f"keras runs backend {keras.backend.backend()!r}, wanted {self.backend!r}")
         self.keras = keras
         self.model = None
+        self.data_format = "auto"  # framework.data_format (``configure``)
+        self._measured_format: str | None = None  # the tuner's choice for data_format=auto (``use``)
+
+    def configure(self, options: KerasFrameworkConfig) -> None:
+        self.data_format = options.data_format
+        self._measured_format = None  # the runner measures (or reuses its measurement) per condition
+
+    def tunables(self) -> dict[str, tuple[str, ...]]:
+        return {"data_format": self.DATA_FORMATS} if self.data_format == "auto" else {}
+
+    def use(self, knob: str, value: str) -> None:
+        if knob != "data_format" or value not in self.DATA_FORMATS:
+            raise KeyError(f"{self.name}: no tunable {knob}={value!r}; tunables: data_format in {self.DATA_FORMATS}")
+        self._measured_format = value
+
+    @property
+    def effective_data_format(self) -> str:
+        """``auto`` before any measurement (e.g. the equivalence gate) is Keras' own default, channels_last."""
+        if self.data_format == "auto":
+            return self._measured_format or "channels_last"
+        return self.data_format
+
+    def release(self) -> None:
+        import gc
+
+        self.model = None
+        self.keras.backend.clear_session()  # the graphs/compiled functions of earlier models
+        self.ops.release()  # the device copy of the data and the framework's own caches
+        gc.collect()
 
     # ---- environment ------------------------------------------------------------------
     def versions(self) -> dict[str, str]:
@@ -188,7 +224,7 @@ class KerasAdapter(Adapter):
             keras.mixed_precision.set_global_policy("mixed_bfloat16" if p.precision == "mixed_bf16" else "float32")
         self.ops.seed(keras, int(seed))  # native init and dropout masks
         self.spec, self.train_settings = spec, train
-        self.model = build_keras_model(keras, spec, p)
+        self.model = build_keras_model(keras, spec, p, self.effective_data_format)
         self.weights_ported = weights is not None
         if weights is not None:
             port_weights(self.model, spec, weights)
@@ -257,7 +293,7 @@ class KerasAdapter(Adapter):
             # The policy word (the built model holds the resolved jit_compile, shown in compile_detail).
             "execution": self.parity.execution,
             "compile_detail": detail,
-            "memory_format": "channels_last (NHWC)",
+            "memory_format": _built_data_format(self.model),
             "cpu_threads_intra_op": intra,
             "cpu_threads_inter_op": inter,
             "deterministic": self.ops.deterministic_in_effect(self.parity),
@@ -323,6 +359,18 @@ class KerasAdapter(Adapter):
 
     def peak_device_memory_bytes(self) -> int | None:
         return self.ops.peak_memory_bytes()
+
+    def device_memory_bytes(self) -> int | None:
+        return self.ops.memory_bytes()
+
+
+def _built_data_format(model: Any) -> str:
+    """The layout the built model computes in, read from its first convolution."""
+    conv = next((layer for layer in model.layers if hasattr(layer, "data_format") and hasattr(layer, "kernel_size")), None)
+    if conv is None:
+        return "n/a (no convolution)"
+    return "channels_first (NCHW; the NHWC input permuted once)" if conv.data_format == "channels_first" \
+        else "channels_last (NHWC)"
 
 
 def _keras_reduction(reduction: str) -> str:

@@ -224,9 +224,11 @@ class PyTorchAdapter(Adapter):
     backend = "torch"
     bn_moving_variance_estimator = "unbiased"  # BN moving-variance update uses the unbiased (n/(n-1)) batch variance
     config_schema = PyTorchFrameworkConfig
-    #: ``auto``: channels_last on CUDA (cuDNN's fast NHWC convolutions), contiguous NCHW on CPU (measured
-    #: faster there for these models with oneDNN); conf/framework/pytorch.yaml may force either.
+    #: ``auto``: measured on the device before the first timed cell of a condition (``tunables``/``use``);
+    #: before any measurement (e.g. the equivalence gate) channels_last on CUDA, contiguous NCHW on CPU.
+    #: ``conf/framework/pytorch.yaml`` may force either.
     memory_format = "auto"
+    MEMORY_FORMATS = ("contiguous", "channels_last")
 
     @classmethod
     def unsupported(cls, framework: str, execution: str, deterministic: bool, device: str) -> str | None:
@@ -239,6 +241,15 @@ class PyTorchAdapter(Adapter):
 
     def configure(self, options: PyTorchFrameworkConfig) -> None:
         self.memory_format = options.memory_format
+        self._measured_format = None  # the runner measures (or reuses its measurement) per condition
+
+    def tunables(self) -> dict[str, tuple[str, ...]]:
+        return {"memory_format": self.MEMORY_FORMATS} if self.memory_format == "auto" else {}
+
+    def use(self, knob: str, value: str) -> None:
+        if knob != "memory_format" or value not in self.MEMORY_FORMATS:
+            raise KeyError(f"pytorch: no tunable {knob}={value!r}; tunables: memory_format in {self.MEMORY_FORMATS}")
+        self._measured_format = value
 
     def __init__(self, parity: ParityConfig, device: str = "auto", framework: str | None = None,
                  pipeline: PipelineConfig | None = None) -> None:
@@ -258,6 +269,7 @@ class PyTorchAdapter(Adapter):
         # Not deterministic: let cuDNN autotune its convolution algorithms, as TensorFlow and XLA do by default.
         torch.backends.cudnn.benchmark = not parity.deterministic
         self.model: nn.Module | None = None
+        self._measured_format: str | None = None  # the tuner's choice for memory_format=auto (``use``)
         self._device_data: DeviceData | None = None
         self._loaders: dict[tuple, torch.utils.data.DataLoader] = {}
 
@@ -300,7 +312,11 @@ class PyTorchAdapter(Adapter):
     def channels_last(self) -> bool:
         if self.memory_format not in ("auto", "channels_last", "contiguous"):
             raise ValueError(f"memory_format must be auto, channels_last or contiguous, got {self.memory_format!r}")
-        return self.memory_format == "channels_last" or (self.memory_format == "auto" and self.device.type == "cuda")
+        if self.memory_format == "auto":
+            if self._measured_format is not None:
+                return self._measured_format == "channels_last"
+            return self.device.type == "cuda"
+        return self.memory_format == "channels_last"
 
     # ---- model ------------------------------------------------------------------------
     def build(self, spec: S.ModelSpec, train: TrainConfig, weights: dict[str, np.ndarray] | None,
@@ -540,6 +556,24 @@ class PyTorchAdapter(Adapter):
         if self.device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(self.device))
         return None
+
+    def device_memory_bytes(self) -> int | None:
+        if self.device.type == "cuda":
+            return int(torch.cuda.memory_allocated(self.device))
+        return None
+
+    def release(self) -> None:
+        import gc
+
+        compiled = getattr(self, "compiled", False)
+        self.model = self.run_model = self.optimizer = self.loss_fn = None
+        self._device_data = None
+        self._loaders = {}  # persistent DataLoader workers end with their loader
+        gc.collect()
+        if compiled:
+            torch._dynamo.reset()  # compiled graphs and their guards
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 class StepClock:

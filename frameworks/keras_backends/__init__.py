@@ -78,6 +78,14 @@ class KerasBackend(abc.ABC):
     def peak_memory_bytes(self) -> int | None:
         return None
 
+    def memory_bytes(self) -> int | None:
+        """Device memory in use now (framework-native counter); ``None`` on CPU."""
+        return None
+
+    def release(self) -> None:
+        """Drop the device copy of the data and the framework's compiled-function caches (after Keras'
+        ``clear_session``), so the next cell starts from the state every cell starts from."""
+
     # ---- pipelines ---------------------------------------------------------------------------
     @abc.abstractmethod
     def device_dataset(self, keras: Any, batches: Batches, binary: bool) -> Any:

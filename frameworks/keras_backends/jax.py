@@ -93,14 +93,34 @@ class Backend(KerasBackend):
 
         jax.effects_barrier()
 
+    def reset_peak_memory(self) -> None:
+        self._peak_before = self._memory_stat("peak_bytes_in_use")
+
     def peak_memory_bytes(self) -> int | None:
+        """JAX's peak counter cannot be reset: it is this cell's peak only where the cell set a new one."""
+        peak = self._memory_stat("peak_bytes_in_use")
+        before = getattr(self, "_peak_before", None)
+        return peak if peak is not None and (before is None or peak > before) else None
+
+    def memory_bytes(self) -> int | None:
+        return self._memory_stat("bytes_in_use")
+
+    @staticmethod
+    def _memory_stat(key: str) -> int | None:
         import jax
 
         dev = jax.devices()[0]
         if dev.platform != "gpu":
             return None
         stats = dev.memory_stats() or {}
-        return int(stats["peak_bytes_in_use"]) if "peak_bytes_in_use" in stats else None
+        return int(stats[key]) if key in stats else None
+
+    def release(self) -> None:
+        import jax
+
+        self._bank = None
+        self._batch_fn = None
+        jax.clear_caches()  # compiled executables of earlier models
 
     # ---- pipelines ---------------------------------------------------------------------------
     def _device_bank(self, batches: Batches) -> tuple[tuple[int, ...], Any]:

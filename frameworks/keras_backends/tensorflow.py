@@ -113,6 +113,16 @@ class Backend(KerasBackend):
             return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
         return None
 
+    def memory_bytes(self) -> int | None:
+        import tensorflow as tf
+
+        if tf.config.get_visible_devices("GPU"):
+            return int(tf.config.experimental.get_memory_info("GPU:0")["current"])
+        return None
+
+    def release(self) -> None:
+        self._bank = None
+
     # ---- pipelines ---------------------------------------------------------------------------
     def _device_bank(self, batches: Batches) -> tuple[tuple[int, ...], Any]:
         import tensorflow as tf

@@ -106,6 +106,18 @@ class Backend(KerasBackend):
 
         return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
 
+    def memory_bytes(self) -> int | None:
+        import torch
+
+        return int(torch.cuda.memory_allocated()) if torch.cuda.is_available() else None
+
+    def release(self) -> None:
+        import torch
+
+        self._data = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     # ---- pipelines ---------------------------------------------------------------------------
     def device_dataset(self, keras: Any, batches: Batches, binary: bool) -> Any:
         import torch

@@ -19,6 +19,12 @@ class MetricsError(ValueError):
     """Inputs that cannot be scored (shape mismatch, label out of range, non-finite scores)."""
 
 
+def load() -> None:
+    """Import what ``classification_metrics`` uses (scikit-learn, ~100 MiB resident): the cell does it before
+    its memory snapshot, so no cell's memory figure carries a one-time import another cell already paid."""
+    import sklearn.metrics  # noqa: F401
+
+
 def classification_metrics(y_true: Any, scores: Any, classes: Sequence[str]) -> dict[str, Any]:
     """Quality metrics of class probabilities ``scores`` (n, num_classes) against integer labels ``y_true``.
 

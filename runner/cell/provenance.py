@@ -1,23 +1,15 @@
-"""Where and with what a cell ran: git SHA, host, library versions, peak host memory, and a clock.
+"""Where and with what a cell ran: git SHA, host, library versions, and a clock.
 
-Nothing here may crash a cell: every probe falls back to ``"unknown"``/``None``.
-
-Peak host RSS is measured **per cell** where Linux allows it: ``reset_peak_rss()`` writes ``5`` to
-``/proc/self/clear_refs``, which resets the kernel's high-water mark (``VmHWM``) to the current RSS,
-and ``peak_rss_mib()`` reads ``VmHWM`` back. A long-lived Ray actor runs many cells, so the
-process-lifetime peak (``resource.getrusage().ru_maxrss``) would charge every cell with the largest
-earlier one. Where the reset is not possible (macOS, a locked-down ``/proc``) the fallback is
-``ru_maxrss``, the peak since the process started; ``reset_peak_rss()`` returns ``False`` then.
+Nothing here may crash a cell: every probe falls back to ``"unknown"``/``None``. A cell's memory is
+``runner.cell.memory``.
 """
 from __future__ import annotations
 
 import functools
 import os
 import platform
-import resource
 import socket
 import subprocess
-import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -67,35 +59,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-_CLEAR_REFS = Path("/proc/self/clear_refs")
-_STATUS = Path("/proc/self/status")
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's peak-RSS high-water mark to its current RSS; ``False`` if not possible."""
-    try:
-        _CLEAR_REFS.write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mib() -> float | None:
-    """Peak resident set size in MiB: since the last ``reset_peak_rss()`` (Linux) or process start."""
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0  # reported in kB
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    except (OSError, ValueError):
-        return None
-    # ru_maxrss is kB on Linux, bytes on macOS.
-    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
 class Stopwatch:

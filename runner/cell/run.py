@@ -42,10 +42,10 @@ import json
 import logging
 import math
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -53,11 +53,11 @@ import numpy as np
 from core.config import ConfigError, FrameworkConfig, InferenceConfig, ParityConfig, TrainConfig, check_node
 from core.registry import FRAMEWORKS
 from core.results import RUNS_SCHEMA
+from core.spec import init_weights
 from core.text import one_line
-from runner import CONF_DIR
-from runner.cell import provenance
-from runner.cell.metrics import RUNS_COLUMNS as METRIC_COLUMNS
+from runner.cell import energy, memory, metrics, probe, provenance, tuning
 from runner.cell.identity import IDENTITY_KEYS, CellConfigError, cell_id, config_hash, digest, plain_containers
+from runner.cell.metrics import RUNS_COLUMNS as METRIC_COLUMNS
 from runner.cell.metrics import classification_metrics
 
 log = logging.getLogger("runner.cell")  # not "__main__" under python -m
@@ -135,7 +135,6 @@ def run_cell(cell: Mapping[str, Any], *, sweep_id: str = "", context: Mapping[st
     (framework, parity, device), so imports and runtime set-up are paid once per process.
     """
     start_time = _utcnow()
-    provenance.reset_peak_rss()
     row: dict[str, Any] = {"sweep_id": sweep_id, "start_time": start_time}
     epoch_rows: list[dict[str, Any]] = []
     prediction_rows: list[dict[str, Any]] = []
@@ -185,29 +184,89 @@ class _Cell:
     framework: FrameworkConfig  # the adapter's own schema (``Adapter.config_schema``), checked in _adapter
     seed: int
     parity: ParityConfig
-    train: TrainConfig  # with its pipeline, inference and augment settings
+    train: TrainConfig  # with its pipeline, inference, augment and target settings
+    unmeasured: dict[str, str] = field(default_factory=dict)  # column → why it has no value
 
 
 def _run(cell: dict[str, Any], cid: str, row: dict[str, Any], epoch_rows: list, prediction_rows: list,
          notes: list, adapter_cache: dict | None, state: dict[str, Any]) -> None:
-    """The cell's steps in order; each fills its columns of ``row`` (see the module doc for the timing)."""
+    """The cell's steps in order; each fills its columns of ``row`` (see the module doc for the timing).
+
+    Set-up (untimed): the adapter, what an earlier cell left released, the data resident, the spec, the
+    measured choices of the device (``runner.cell.tuning``). Then the memory snapshot, and everything
+    measured: build, training (to the target or the budget), test quality, latency, throughput."""
     import runner.data as data
 
     c = _settings(cell, cid, row)
     adapter = _adapter(c, adapter_cache, state)  # a combination it cannot honour is skipped before it is made
+    adapter.release()  # what an earlier cell of this process left: every cell starts from the same state
+    memory.free_unused()
     ds = data.prepare(cell["data"], c.seed)
-    row.update(data=ds.name, num_classes=int(ds.num_classes), image_size=int(ds.image_size), split_hash=ds.split_hash)
+    memory.make_resident(ds.x)
+    row.update(data=ds.name, num_classes=int(ds.num_classes), image_size=int(ds.image_size), split_hash=ds.split_hash,
+               train_samples=len(ds.train_idx), val_samples=len(ds.val_idx))
+    if c.train.target.threshold is not None and len(ds.val_idx) == 0:
+        raise CellConfigError(f"train.target needs a validation split, but data {ds.name!r} has none; "
+                              "raise data.val_fraction")
     spec = _model_spec(cell, ds)
     row["model"] = spec.name
-    build_seconds = _build(c, adapter, spec)
+    weights = init_weights(spec, c.seed) if c.parity.weight_init == "ported" else None
+    row["tuning"] = json.dumps(_tune(c, adapter, ds, spec, weights, adapter_cache), sort_keys=True)
+    adapter.release()  # the tuning's trial models: not part of any cell's footprint
+    metrics.load()  # one-time imports before the snapshot, whichever cell of the process comes first
+    memory.free_unused()
+    cell_memory = memory.CellMemory()
+    cell_memory.start(adapter)
+    build_seconds = _build(c, adapter, spec, weights)
     epoch_rows.extend(_train(c, adapter, ds, build_seconds))
     prediction_rows.extend(_test_quality(c, adapter, ds, notes))
     test_idx = np.asarray(ds.test_idx)
-    row.update(_latency(adapter, ds, test_idx, c.train.inference))
-    row.update(_throughput(adapter, ds, test_idx, c.train.throughput_batch_size, c.train.inference))
-    row["peak_host_rss_mib"] = provenance.peak_rss_mib()
-    peak_device = adapter.peak_device_memory_bytes()
-    row["peak_device_memory_mib"] = None if peak_device is None else peak_device / 2**20
+    row.update(_latency(c, adapter, ds, test_idx, c.train.inference))
+    row.update(_throughput(c, adapter, ds, test_idx, c.train.throughput_batch_size, c.train.inference))
+    columns, unmeasured = cell_memory.finish(adapter)
+    row.update(columns)
+    c.unmeasured.update(unmeasured)
+    _fresh_memory(c, adapter, json.loads(row["tuning"]))
+    row["unmeasured"] = json.dumps(c.unmeasured, sort_keys=True) if c.unmeasured else None
+
+
+def _fresh_memory(c: _Cell, adapter, tuned: Mapping[str, Any]) -> None:
+    """The Leaner figures from a fresh process (``runner.cell.probe``), after everything timed."""
+    if not c.train.memory.fresh_process:
+        for column in probe.COLUMNS:
+            c.unmeasured[column] = "not measured: train.memory.fresh_process=false (the actor's own peak is used)"
+        return
+    adapter.release()  # the actor's model and data copy: not held while the probe runs on the same device
+    choices = {knob: result["choice"] for knob, result in tuned.items()}
+    columns, why = probe.measure(c.cell, choices, _adapter_device(c.cell["device"]), c.train.memory.steps)
+    if why is not None:
+        for column in probe.COLUMNS:
+            c.unmeasured[column] = why
+        return
+    c.row.update(columns)
+    if columns.get("peak_device_memory_fresh_mib") is None:
+        c.unmeasured["peak_device_memory_fresh_mib"] = "not measured: no device memory counter on a CPU"
+
+
+def _tune(c: _Cell, adapter, ds, spec, weights, adapter_cache: dict | None) -> dict[str, Any]:
+    """The device's measured choices for this condition (``runner.cell.tuning``): measured in the first cell
+    of a condition in this process, reused by its other seeds. Empty when the config forces every choice."""
+    if not adapter.tunables():
+        return {}
+    device = _adapter_device(c.cell["device"])
+    key = ("tuning", c.framework.name, device, json.dumps(spec.weight_shapes(), sort_keys=True), c.train.batch_size,
+           c.parity.execution, c.parity.precision, c.train.pipeline.name, c.parity.deterministic)
+    cached = adapter_cache.get(key) if adapter_cache is not None else None
+    if cached is not None:
+        tuning.apply(adapter, cached["measured"])
+        return {knob: dict(result, measured_in=cached["cell_id"]) for knob, result in cached["measured"].items()}
+    import runner.data as data
+
+    batches = data.epoch_batches(ds, c.seed, 0, c.train.batch_size, dataclasses.asdict(c.train.augment), split="train")
+    measured = tuning.measure(adapter, spec, c.train, weights, c.seed, batches)
+    if adapter_cache is not None:
+        adapter_cache[key] = {"measured": measured, "cell_id": c.cid}
+    return {knob: dict(result, measured_in="this cell") for knob, result in measured.items()}
 
 
 def _settings(cell: dict[str, Any], cid: str, row: dict[str, Any]) -> _Cell:
@@ -226,7 +285,10 @@ def _settings(cell: dict[str, Any], cid: str, row: dict[str, Any]) -> _Cell:
                model=str(cell["model"].get("_target_", "")).rsplit(".", 1)[-1] or None,
                precision_policy=parity.precision, execution_mode=parity.execution, parity_mode=parity.mode,
                deterministic=parity.deterministic, pipeline=train_cfg.pipeline.name,
-               cpu_threads=parity.cpu_threads, throughput_batch_size=train_cfg.throughput_batch_size)
+               cpu_threads=parity.cpu_threads, throughput_batch_size=train_cfg.throughput_batch_size,
+               target=train_cfg.target.words(),
+               stop_at_target=bool(train_cfg.target.stop) if train_cfg.target.threshold is not None else None,
+               split_design="resampled" if cell["data"].get("split_seed") is None else "fixed")
     return c
 
 
@@ -290,11 +352,8 @@ def _adapter(c: _Cell, adapter_cache: dict | None, state: dict[str, Any]):
     return adapter
 
 
-def _build(c: _Cell, adapter, spec) -> float:
-    """Build the spec natively (ported weights under ``weight_init: ported``); returns the build seconds."""
-    from core.spec import init_weights
-
-    weights = init_weights(spec, c.seed) if c.parity.weight_init == "ported" else None
+def _build(c: _Cell, adapter, spec, weights) -> float:
+    """Build the spec natively (``weights``: the ported init under ``weight_init: ported``); the build seconds."""
     with provenance.Stopwatch(adapter.sync) as build_sw:
         adapter.build(spec, c.train, weights, c.seed)
     counts = adapter.param_counts()
@@ -307,16 +366,22 @@ def _build(c: _Cell, adapter, spec) -> float:
 
 
 def _train(c: _Cell, adapter, ds, build_seconds: float) -> list[dict[str, Any]]:
-    """All epochs, timed (``train_epoch`` only), validation after each; returns the ``epochs`` rows."""
+    """All epochs of the budget (or up to the target, with ``train.target.stop``): ``train_epoch`` timed,
+    validation after each (timed apart); returns the ``epochs`` rows and fills the speed, time-to-target
+    and energy columns of the row."""
     import runner.data as data
     from frameworks.base import eval_plan
     from frameworks.pipeline import step_time_summary
 
-    row, batch_size = c.row, c.train.batch_size
+    row, batch_size, target = c.row, c.train.batch_size, c.train.target
     y_val = ds.y[ds.val_idx]
     val_plan = eval_plan(ds.x, ds.y, ds.val_idx, ds.mean, ds.std, c.train.eval_batch_size)
-    epoch_rows, epoch_seconds = [], []
     augment = dataclasses.asdict(c.train.augment)
+    meter = energy.EnergyMeter(row.get("device_kind"), row.get("gpu_uuid"))
+    epoch_rows, epoch_seconds, epoch_joules = [], [], []
+    reached_at: int | None = None
+    adapter.sync()
+    wall_start = time.perf_counter()  # MLPerf's clock: everything from the first batch, evaluation included
     for epoch in range(c.train.epochs):
         batches = data.epoch_batches(ds, c.seed, epoch, batch_size, augment, split="train")
         n = len(batches.order)
@@ -329,6 +394,7 @@ def _train(c: _Cell, adapter, ds, build_seconds: float) -> list[dict[str, Any]]:
             part_seconds.append(sw.seconds)
             step_seconds = None if step_seconds is None or stats[-1].step_seconds is None \
                 else step_seconds + list(stats[-1].step_seconds)
+        epoch_joules.append(meter.read())  # after the synchronised clock stop: training energy only
         if epoch == 0:
             row["time_to_first_step_seconds"] = build_seconds + part_seconds[0]
         epoch_stats = _merge_stats(stats) if len(stats) > 1 else stats[0]
@@ -337,25 +403,64 @@ def _train(c: _Cell, adapter, ds, build_seconds: float) -> list[dict[str, Any]]:
                                "(a dropped or repeated batch)")
         seconds = float(sum(part_seconds))
         epoch_seconds.append(seconds)
-        val_loss = val_accuracy = None
+        val_loss = val_accuracy = eval_seconds = None
         if len(y_val):
-            val_loss, val_probs = adapter.evaluate(val_plan)
+            with provenance.Stopwatch(adapter.sync) as eval_sw:
+                val_loss, val_probs = adapter.evaluate(val_plan)
+            eval_seconds = eval_sw.seconds
             val_accuracy = float(np.mean(np.asarray(val_probs).argmax(axis=1) == y_val))
             val_loss = float(val_loss)
+        if reached_at is None and target.reached({"val_accuracy": val_accuracy, "val_loss": val_loss}[target.metric]):
+            reached_at = epoch + 1
+            row.update(epochs_to_target=reached_at, train_seconds_to_target=float(sum(epoch_seconds)),
+                       wall_seconds_to_target=time.perf_counter() - wall_start)
         epoch_rows.append({"sweep_id": row["sweep_id"], "cell_id": c.cid, "framework": c.framework.name, "seed": c.seed,
                            "epoch": epoch + 1, "train_loss": float(epoch_stats.loss),
                            "train_accuracy": float(epoch_stats.accuracy), "val_loss": val_loss,
-                           "val_accuracy": val_accuracy, "epoch_seconds": seconds,
+                           "val_accuracy": val_accuracy, "epoch_seconds": seconds, "eval_seconds": eval_seconds,
                            "images_per_second": n / seconds if seconds > 0 else None,
                            **step_time_summary(step_seconds)})
         log.info("epoch %d/%d: %.2fs, train loss %.4f acc %.4f, val acc %s", epoch + 1, c.train.epochs, seconds,
                  epoch_stats.loss, epoch_stats.accuracy, "n/a" if val_accuracy is None else f"{val_accuracy:.4f}")
-    steady = epoch_seconds[1:] or epoch_seconds[:1]
-    median_epoch = float(np.median(steady))
-    row.update(train_seconds=float(sum(epoch_seconds)), first_epoch_seconds=epoch_seconds[0],
-               median_epoch_seconds=median_epoch,
-               images_per_second=len(ds.train_idx) / median_epoch if median_epoch > 0 else None)
+        if reached_at is not None and target.stop:
+            break
+    row["training_wall_seconds"] = time.perf_counter() - wall_start
+    row["epochs_run"] = len(epoch_seconds)
+    row["val_accuracy"], row["val_loss"] = epoch_rows[-1]["val_accuracy"], epoch_rows[-1]["val_loss"]
+    if target.threshold is not None:
+        row["reached_target"] = reached_at is not None
+    _speed_columns(c, ds, epoch_seconds)
+    _energy_columns(c, meter, epoch_joules, len(ds.train_idx), reached_at)
     return epoch_rows
+
+
+def _speed_columns(c: _Cell, ds, epoch_seconds: list[float]) -> None:
+    """Training speed: the first (warm-up) epoch apart, the median of the later ones — none with one epoch."""
+    row = c.row
+    row.update(train_seconds=float(sum(epoch_seconds)), first_epoch_seconds=epoch_seconds[0])
+    if len(epoch_seconds) < 2:
+        why = ("not measured: one epoch is the warm-up (tracing, compilation, autotuning) — use train.epochs ≥ 2"
+               if c.train.epochs < 2 else "not measured: the cell stopped at its target after the warm-up epoch")
+        c.unmeasured.update(median_epoch_seconds=why, images_per_second=why, step_seconds=why)
+        row.update(median_epoch_seconds=None, images_per_second=None)
+        return
+    median_epoch = float(np.median(epoch_seconds[1:]))
+    row.update(median_epoch_seconds=median_epoch,
+               images_per_second=len(ds.train_idx) / median_epoch if median_epoch > 0 else None)
+
+
+def _energy_columns(c: _Cell, meter, epoch_joules: list[float | None], train_images: int, reached_at: int | None) -> None:
+    row = c.row
+    row["energy_note"] = meter.note
+    if not meter.available or epoch_joules[-1] is None:
+        for column in ("energy_joules", "joules_per_training_image", "joules_to_target"):
+            c.unmeasured[column] = meter.note
+        return
+    total = float(epoch_joules[-1])
+    row["energy_joules"] = total
+    row["joules_per_training_image"] = total / max(train_images * len(epoch_joules), 1)
+    if reached_at is not None:
+        row["joules_to_target"] = float(epoch_joules[reached_at - 1])
 
 
 def _test_quality(c: _Cell, adapter, ds, notes: list) -> list[dict[str, Any]]:
@@ -405,22 +510,43 @@ def timed_calls(adapter, batch, settings: InferenceConfig) -> np.ndarray:
             return np.asarray(times)
 
 
-def _latency(adapter, ds, test_idx: np.ndarray, settings: InferenceConfig) -> dict[str, float | int]:
+def calls_needed(q: float) -> int:
+    """Timed calls a ``q`` percentile (q ≥ 0.5) needs: one call beyond it on average, 1 / (1 − q) — a p99 of 20
+    calls would be their maximum, not a 99th percentile."""
+    return int(math.ceil(1.0 / (1.0 - q) - 1e-9))
+
+
+def _percentiles(c: _Cell, values: np.ndarray, columns: dict[str, float], what: str) -> dict[str, float | None]:
+    """``{column: q-th percentile of values}``; a percentile in a tail (q < 50 or q > 50) needs
+    ``calls_needed`` calls beyond the median's, else the column is None and ``unmeasured`` says why."""
+    out: dict[str, float | None] = {}
+    for column, q in columns.items():
+        needed = calls_needed(max(q, 100.0 - q) / 100.0)
+        if values.size >= needed:
+            out[column] = float(np.percentile(values, q))
+        else:
+            out[column] = None
+            c.unmeasured[column] = (f"not measured: {values.size} timed {what} calls cannot estimate a {q:g}th "
+                                    f"percentile (needs ≥ {needed}; raise train.inference.min_calls or min_seconds)")
+    return out
+
+
+def _latency(c: _Cell, adapter, ds, test_idx: np.ndarray, settings: InferenceConfig) -> dict[str, float | int | None]:
     """Batch-1 inference latency percentiles (ms); one test image, placed as the pipeline places data."""
     batch = adapter.inference_input(ds.x[test_idx[:1]], ds.mean, ds.std)
     times = timed_calls(adapter, batch, settings) * 1e3
-    p50, p90, p99 = np.percentile(times, [50, 90, 99])
-    return {"latency_p50_ms": float(p50), "latency_p90_ms": float(p90), "latency_p99_ms": float(p99),
-            "latency_calls": int(times.size)}
+    out = _percentiles(c, times, {"latency_p50_ms": 50, "latency_p90_ms": 90, "latency_p99_ms": 99}, "batch-1")
+    return {**out, "latency_calls": int(times.size)}
 
 
-def _throughput(adapter, ds, test_idx: np.ndarray, batch_size: int, settings: InferenceConfig) -> dict[str, float | int]:
+def _throughput(c: _Cell, adapter, ds, test_idx: np.ndarray, batch_size: int,
+                settings: InferenceConfig) -> dict[str, float | int | None]:
     """Images/s of inference on one ``batch_size`` batch of test images: median and p10/p90 over calls."""
     batch = adapter.inference_input(ds.x[np.resize(test_idx, batch_size)], ds.mean, ds.std)
     rates = batch_size / np.maximum(timed_calls(adapter, batch, settings), 1e-12)
-    p10, p50, p90 = np.percentile(rates, [10, 50, 90])
-    return {"throughput_images_per_second": float(p50), "throughput_images_per_second_p10": float(p10),
-            "throughput_images_per_second_p90": float(p90), "throughput_calls": int(rates.size)}
+    out = _percentiles(c, rates, {"throughput_images_per_second": 50, "throughput_images_per_second_p10": 10,
+                                  "throughput_images_per_second_p90": 90}, "throughput")
+    return {**out, "throughput_calls": int(rates.size)}
 
 
 def cell_from_config(cfg: Any) -> dict[str, Any]:

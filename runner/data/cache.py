@@ -71,6 +71,7 @@ class PreparedDataset:
     images_from_cache: bool = False
     split_from_cache: bool = False
     split_file: str = ""
+    split_seed: int = 0  # the seed the split was drawn with: ``seed`` (resampled design) or ``data.split_seed`` (fixed)
     test_fraction: float = 0.2
     val_fraction: float = 0.1
     resample: str = RESAMPLE
@@ -355,7 +356,8 @@ def prepare(data_cfg: Mapping[str, Any], seed: int) -> PreparedDataset:
     images_dir, meta, images_hit = _ensure_images(source)
     x = np.load(images_dir / "images.npy", mmap_mode="r")
     y = np.load(images_dir / "labels.npy")
-    split, split_path, split_hit = _ensure_split(images_dir, meta["pixels_digest"], x, y, meta["classes"], seed,
+    split_seed = seed if source.split_seed is None else source.split_seed  # the fixed design: one split
+    split, split_path, split_hit = _ensure_split(images_dir, meta["pixels_digest"], x, y, meta["classes"], split_seed,
                                                  source.test_fraction, source.val_fraction)
     return PreparedDataset(
         name=source.name, source=source.describe(), classes=list(meta["classes"]), x=x, y=y,
@@ -366,4 +368,5 @@ def prepare(data_cfg: Mapping[str, Any], seed: int) -> PreparedDataset:
         skipped_files=list(meta["skipped_files"]), seed=seed, images_key=meta["images_key"],
         images_from_cache=images_hit, split_from_cache=split_hit, split_file=str(split_path),
         test_fraction=source.test_fraction, val_fraction=source.val_fraction, resample=meta["resample"],
+        split_seed=split_seed,
     )

@@ -91,9 +91,10 @@ class Source(abc.ABC):
     """Options shared by every source: the keys every ``conf/data/*.yaml`` has."""
 
     def __init__(self, *, name: str, image_size: int, cache_dir: str, test_fraction: float = 0.2,
-                 val_fraction: float = 0.1, on_corrupt: str = "error") -> None:
+                 val_fraction: float = 0.1, on_corrupt: str = "error", split_seed: int | None = None) -> None:
         # Types and ranges were checked against the schema (core.config) by runner.data.build_source.
         self.name = name
+        self.split_seed = None if split_seed is None else int(split_seed)  # None: the cell's seed (resampled)
         self.image_size = int(image_size)
         self.test_fraction = float(test_fraction)
         self.val_fraction = float(val_fraction)
