@@ -423,7 +423,9 @@ def print_table(table: list[dict]) -> None:
         else:
             brief = (f"adapter {_num(f.get('adapter_img_s_median'), '.0f')} img/s, bare {_num(f.get('bare_img_s_median'), '.0f')}, "
                      f"ratio {_num(f.get('ratio_median'), '.3f')}" if f else "")
-        print(f"{r['framework']:<12} {r['check']:<21} {r['status']:<8} {r.get('seconds', 0):>6.1f}  {brief or r.get('reason', '')}")
+        reason = r.get("reason") or ""
+        print(f"{r['framework']:<12} {r['check']:<21} {r['status']:<8} {r.get('seconds', 0):>6.1f}  "
+              + (f"{brief} — {reason}" if brief and reason else brief or reason))
 
 
 def main(argv: list[str] | None = None) -> int:
