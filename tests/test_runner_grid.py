@@ -30,7 +30,8 @@ def test_expansion_is_the_cartesian_product_of_the_axes():
     got = {(c["framework"]["name"], c["seed"], c["train"]["batch_size"], c["device"]) for c in cells}
     assert got == set(itertools.product(["keras", "pytorch", "fake"], [0, 1, 2], [16, 32], ["cpu"]))
     keras = next(c for c in cells if c["framework"]["name"] == "keras")
-    assert keras["framework"] == {"name": "keras", "backend": "tensorflow"}  # loaded from conf/framework/keras.yaml
+    # loaded from conf/framework/keras.yaml
+    assert keras["framework"] == {"name": "keras", "backend": "tensorflow", "data_format": "auto"}
     assert all(set(c) == {"data", "model", "framework", "parity", "train", "seed", "device"} for c in cells)
     assert all(c["data"]["name"] == "synthetic" and c["data"]["samples_per_class"] == 16 for c in cells)
 

@@ -14,8 +14,9 @@ from core.results import RUNS_SCHEMA, read_metadata
 
 
 def test_seeds_sweep_with_real_frameworks_gives_one_ok_row_per_cell(tmp_path):
-    proc = run_cli(["+sweep=seeds", "grid.seed=[0,1]", "data=synthetic", "train=tiny", "model.filters=[4,8]",
-                    "model.dense_units=16", "runner.progress=false", f"hydra.run.dir={tmp_path}"], timeout=600)
+    proc = run_cli(["+sweep=seeds", "grid.seed=[0,1]", "data=synthetic", "train=tiny", "train.epochs=2",
+                    "model.filters=[4,8]", "model.dense_units=16", "runner.progress=false", f"hydra.run.dir={tmp_path}"],
+                   timeout=600)
     assert proc.returncode == 0, proc.stdout[-5000:]
     df = runs(tmp_path)
     assert len(df) == 2 * 2 and set(df.status) == {"ok"}
@@ -23,9 +24,16 @@ def test_seeds_sweep_with_real_frameworks_gives_one_ok_row_per_cell(tmp_path):
     assert list(df.columns) == RUNS_SCHEMA.names
     ok = df.iloc[0]
     for column in ("accuracy", "f1", "train_seconds", "median_epoch_seconds", "images_per_second", "latency_p50_ms",
-                   "throughput_images_per_second", "peak_host_rss_mib", "param_count", "split_hash", "git_sha",
-                   "framework_version", "node_id", "host", "device_name"):
-        assert ok[column] is not None and ok[column] == ok[column], column  # present and not NaN
+                   "throughput_images_per_second", "peak_host_rss_mib", "peak_host_rss_fresh_mib", "param_count",
+                   "split_hash", "git_sha", "framework_version", "node_id", "host", "device_name"):
+        for row in df.itertuples():
+            value = getattr(row, column)
+            assert value is not None and value == value, (row.framework, column)  # present and not NaN
+    # each framework's layout measured on this CPU, by its actor's first cell, reused by the other seed
+    for fw, layout in (("keras", "data_format"), ("pytorch", "memory_format")):
+        tuned = [json.loads(t)[layout] for t in df.loc[df.framework == fw, "tuning"]]
+        assert sorted(t["measured_in"] == "this cell" for t in tuned) == [False, True], tuned
+        assert len({t["choice"] for t in tuned}) == 1 and len(tuned[0]["seconds_per_step"]) == 2
     assert df.groupby("seed").split_hash.nunique().eq(1).all()  # both frameworks saw the same split
     # Both frameworks share the one CPU slot: their cells never overlapped.
     spans = sorted((r.start_time, r.end_time) for r in df.itertuples())
