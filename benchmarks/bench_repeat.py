@@ -54,7 +54,7 @@ def seeds_of(overrides: list[str]) -> list[int]:
     return [int(s) for s in cfg.grid.seed]
 
 
-def headline(summary_path: Path) -> pd.DataFrame:
+def headline(summary_path: Path) -> dict[tuple, pd.Series]:
     """Headline rows with a measured estimate, keyed by (condition, metric, A, B), with the analysis-scale
     estimate and standard error recovered from the interval (t with n − 1 degrees of freedom)."""
     s = pd.read_parquet(summary_path)
@@ -64,22 +64,22 @@ def headline(summary_path: Path) -> pd.DataFrame:
     t = rows["n"].astype(float).map(lambda n: sps.t.ppf(0.975, n - 1) if n >= 2 else float("nan"))
     rows["est"] = scale(rows["estimate"].astype(float))
     rows["se"] = (scale(rows["ci_high"].astype(float)) - scale(rows["ci_low"].astype(float))) / (2 * t)
-    rows["key"] = list(zip(rows["condition"], rows["metric"], rows["framework_a"], rows["framework_b"]))
-    return rows.set_index("key")
+    keys = zip(rows["condition"], rows["metric"], rows["framework_a"], rows["framework_b"])
+    return {key: row for key, (_, row) in zip(keys, rows.iterrows())}
 
 
 def winner(verdict: str, a: str, b: str) -> str | None:
     return a if verdict == f"{a} better" else b if verdict == f"{b} better" else None
 
 
-def compare(runs: dict[str, pd.DataFrame]) -> tuple[list[dict], bool]:
+def compare(runs: dict[str, dict[tuple, pd.Series]]) -> tuple[list[dict], bool]:
     names = list(runs)
     first = runs[names[0]]
     out, ok = [], True
-    for key, row in first.iterrows():
+    for key, row in first.items():
         entry = {"condition": key[0], "metric": key[1], "pair": f"{key[2]} vs {key[3]}", "question": row.get("metric_label")}
         for name in names:
-            r = runs[name].loc[key] if key in runs[name].index else None
+            r = runs[name].get(key)
             entry[name] = None if r is None else (float(r["estimate"]), str(r["verdict"]), float(r["est"]), float(r["se"]))
         checks = []
         for i, a in enumerate(names):
@@ -90,7 +90,8 @@ def compare(runs: dict[str, pd.DataFrame]) -> tuple[list[dict], bool]:
                     ok = False
                     continue
                 bound = 2.58 * math.sqrt(ra[3] ** 2 + rb[3] ** 2)
-                agree = abs(ra[2] - rb[2]) < bound if math.isfinite(bound) else ra[2] == rb[2]
+                gap = abs(ra[2] - rb[2])
+                agree = gap <= 1e-12 or (math.isfinite(bound) and gap < bound)  # identical estimates agree
                 wa, wb = winner(ra[1], key[2], key[3]), winner(rb[1], key[2], key[3])
                 flip = wa is not None and wb is not None and wa != wb
                 ok = ok and agree and not flip

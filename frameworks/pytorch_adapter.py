@@ -1,9 +1,10 @@
 """Native PyTorch: an ``nn.Module`` built from the ModelSpec (NCHW), a hand-written training loop, and
-
-Over 400 lines on purpose: the whole PyTorch side (model, loop, both pipelines, inference) is one adapter, as in the Keras one.
 two input pipelines over the shared epoch plan: ``device`` (images resident on the compute device,
 whole-batch gather + normalise there) and ``native`` (a per-sample ``Dataset`` with torchvision v2
 transforms in a ``DataLoader`` with workers, pinned memory and persistent workers).
+
+(Over 400 lines on purpose: the whole PyTorch side — model, loop, both pipelines, inference — is one
+adapter, as the Keras one is.)
 
 Imported only inside the process that runs a PyTorch cell (never next to TensorFlow/JAX).
 """

@@ -22,6 +22,7 @@ FAKE = [
     "framework=fake", "grid.framework=[fake]", "data=synthetic", "data.samples_per_class=16", "train=tiny",
     "train.inference.min_calls=2", "train.inference.warmup_calls=0", "grid.batch_size=[32]", "grid.device=[cpu]",
     "runner.progress=false", "report.enabled=false", "runner.parity_gate=false",
+    "train.memory.fresh_process=false",  # the fresh-process memory probe has tests of its own (test_trained_model)
 ]
 
 

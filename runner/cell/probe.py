@@ -46,13 +46,26 @@ def measure(cell: Mapping[str, Any], choices: Mapping[str, str], device: str, st
         env = dict(os.environ, PYTHONUNBUFFERED="1", KVP_MEMORY_PROBE="1")
         try:
             proc = subprocess.run([sys.executable, "-m", "runner.cell.probe", str(request), str(answer)], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                                  preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         except subprocess.TimeoutExpired:
             return {}, f"not measured: the fresh-process memory probe took longer than {timeout:.0f} s"
         if proc.returncode != 0 or not answer.is_file():
             tail = (proc.stdout or "").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
             return {}, f"not measured: the fresh-process memory probe failed ({one_line(tail[0], 300)})"
         return json.loads(answer.read_text()), None
+
+
+def _die_with_parent() -> None:
+    """In the probe's process before it runs: SIGKILL it when the actor that started it dies (Linux
+    ``PR_SET_PDEATHSIG``), so a killed or stopped actor never leaves a probe behind."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
 
 
 def _probe(request: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """One cell, end to end: prepare data → build the spec natively → train (timed) → test metrics → rows.
 
-(Over 400 lines on purpose: every clock a cell reads is in this one file, so what a timed second
-contains can be checked in one place; its identity is ``runner.cell.identity``.)
+(Over 400 lines on purpose: every clock a cell's figures come from is in this one file, so what a timed
+second contains can be checked in one place — the tuner's clock, ``runner.cell.tuning``, only chooses a
+layout before them; its identity is ``runner.cell.identity``.)
 
 A cell is a pure function from a fully resolved config to result rows (``runs``, ``epochs``,
 ``predictions`` of ``runner/store/fragments.py``). ``run_cell`` is what the Ray actors call; the CLI runs one
@@ -11,10 +12,18 @@ cell in-process::
 
 What is timed, and how (every clock read is preceded by ``adapter.sync()``):
 
-- ``epoch_seconds``: ``train_epoch`` only — validation is evaluated after the clock stops. The first
-  epoch pays one-off costs (graph tracing, XLA/torch.compile, cuDNN autotune, allocator growth), so
-  it is reported apart (``first_epoch_seconds``) and ``median_epoch_seconds`` is the median of the
-  later epochs (of the first, when there is only one); ``images_per_second`` = train samples / median.
+- Set-up, before any clock: the adapter (cached per process), ``Adapter.release`` of what an earlier cell
+  left, the data made resident, the device's measured choices (``runner.cell.tuning``; their trial models
+  released again), then the memory snapshot (``runner.cell.memory``).
+- ``epoch_seconds``: ``train_epoch`` only — validation is evaluated after the clock stops (its own
+  clock: ``eval_seconds``). The first epoch pays one-off costs (graph tracing, XLA/torch.compile, cuDNN
+  autotune, allocator growth, the device copy of the data), so it is reported apart
+  (``first_epoch_seconds``) and ``median_epoch_seconds`` is the median of the later epochs — none with one
+  epoch (``unmeasured`` says why); ``images_per_second`` = train samples / median.
+- Time to target (``train.target``): after each epoch's validation; ``train_seconds_to_target`` sums the
+  epoch clocks up to the target epoch (AlgoPerf), ``wall_seconds_to_target`` is one clock from the first
+  batch to the end of that validation (MLPerf). Energy is read at the same epoch boundaries
+  (``runner.cell.energy``).
 - ``time_to_first_step_seconds`` = ``build`` + the first optimizer step. To measure the step, epoch 0
   is fed as two ``train_epoch`` calls — its first batch, then the rest — with exactly the same
   batches, order and augmentation as one call would see; both parts count toward epoch 0.
@@ -32,8 +41,8 @@ What is timed, and how (every clock read is preceded by ``adapter.sync()``):
   ``train.inference.warmup_calls`` untimed calls, then timed calls until both
   ``inference.min_calls`` and ``inference.min_seconds`` are reached (or ``max_seconds``); latency
   p50/p90/p99 and throughput median/p10/p90 (from per-call times) and the call counts are recorded.
-- Peak host RSS is per cell where Linux allows a reset (see ``runner/cell/provenance.py``); peak device
-  memory is the adapter's framework-native counter, reset at the start of the cell (``None`` on CPU).
+- Memory (``runner.cell.memory``): the actor's footprint at the snapshot and its peak above it, host and
+  device; after everything timed, the Leaner figure from a fresh process (``runner.cell.probe``).
 """
 from __future__ import annotations
 
