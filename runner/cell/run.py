@@ -227,6 +227,7 @@ def _settings(cell: dict[str, Any], cid: str, row: dict[str, Any]) -> _Cell:
                precision_policy=parity.precision, execution_mode=parity.execution, parity_mode=parity.mode,
                deterministic=parity.deterministic, pipeline=train_cfg.pipeline.name,
                cpu_threads=parity.cpu_threads, throughput_batch_size=train_cfg.throughput_batch_size)
+    row["packages"] = ",".join(sorted(cell["framework"].get("packages") or ())) or None  # an arm's pins, as asked
     return c
 
 
@@ -281,7 +282,8 @@ def _adapter(c: _Cell, adapter_cache: dict | None, state: dict[str, Any]):
         adapter.set_pipeline(c.train.pipeline)  # the device copy of the images stays cached in the adapter
     state["cache_key"] = cache_key
     adapter.configure(options)
-    versions = {**provenance.library_versions(), **adapter.versions()}
+    versions = {**provenance.library_versions(), **provenance.pinned_versions(c.cell["framework"].get("packages")),
+                **adapter.versions()}
     row["versions"] = json.dumps(versions, sort_keys=True)
     row["framework_version"] = versions.get(FRAMEWORKS[name].package)
     info = adapter.device_info()
