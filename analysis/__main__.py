@@ -1,4 +1,5 @@
-"""``python -m analysis <results dir> [<more dirs>…] [--out DIR]``: summary.parquet + report.html."""
+"""``python -m analysis <results dir> [<more dirs>…] [--out DIR]``: summary.parquet + report.html (+ history.parquet
+when the directories are sweeps of one grid taken at different times: ``analysis.history``)."""
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     except AnalysisError as exc:
         print(f"analysis: error: {exc}", file=sys.stderr)
         return 2
-    from analysis import print_verdict
+    from analysis import print_history, print_verdict
 
     print_verdict(paths["summary"])
+    if "history" in paths:  # several sweeps of one grid: each arm over time, the flagged steps
+        print_history(paths["history"])
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
