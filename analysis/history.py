@@ -131,77 +131,111 @@ def analyse(cells: pd.DataFrame, options: AnalysisOptions, *, family_by: str | N
     separate histories, each its own Holm family (the calibration analyses many at once)."""
     cells = _order_steps(cells.reset_index(drop=True))
     conditions, codes = conditions_table(cells)
-    cells = cells.assign(condition_id=codes)
-    info_rows: dict[int, dict[str, Any]] = {}
-    for step, grp in cells.groupby("step"):
-        info_rows[int(step)] = {"results_dir": str(grp["results_dir"].iloc[0]),
-                                "when": _iso(grp["start_time"].min()) if "start_time" in grp else None}
-    group_cols = [SERIES, "condition_id", "step"]
+    cells = cells.assign(condition_id=codes, _family=cells[family_by].astype(str) if family_by else "")
+    keys = [SERIES, "condition_id"]
+    sweeps = cells.groupby("step").agg(results_dir=("results_dir", "first"), when=("start_time", "min"))
+    sweeps["when"] = sweeps["when"].map(_iso)
+    meta = cells.groupby([*keys, "step"]).agg(arm=("arm", "first"), versions=("versions", _joined),
+                                              git_sha=("git_sha", _joined), _family=("_family", "first"))
     values, steps = [], []
-    taken: set[tuple] = set()
     for question in QUESTIONS:
         for metric in PRIMARY[question]:
             info = METRICS[metric]
             ratio = info.comparison == "ratio"
-            v = cells[metric].to_numpy(dtype=float)
-            ok = np.isfinite(v) & ((v > 0) if ratio else True)
+            x = cells[metric].to_numpy(dtype=float)
+            ok = np.isfinite(x) & ((x > 0) if ratio else True)
             if not ok.any():
                 continue
-            sub = cells[ok].assign(_x=np.log(v[ok]) if ratio else v[ok])
+            sub = cells.loc[ok, [*keys, "step", "seed"]].assign(_x=np.log(x[ok]) if ratio else x[ok])
             # repeated cells of one arm, condition and seed within a sweep count once (averaged)
-            per_seed = sub.groupby([*group_cols, "seed"], sort=True)["_x"].mean().reset_index()
-            for (series, cond), grp in per_seed.groupby([SERIES, "condition_id"], sort=True):
-                if (question, series, cond) in taken:  # e.g. device memory measured: host RSS is not asked
-                    continue
-                taken.add((question, series, cond))
-                wide = grp.pivot(index="seed", columns="step", values="_x")
-                labels = sub[(sub[SERIES] == series) & (sub["condition_id"] == cond)]
-                meta = labels.groupby("step").agg(arm=("arm", "first"), versions=("versions", _joined),
-                                                  git_sha=("git_sha", _joined))
-                base = {SERIES: series, "condition_id": cond, "question": question, "metric": metric}
-                for step in wide.columns:
-                    x = wide[step].dropna().to_numpy()
-                    t = stats.paired_t(x[None, :], confidence=options.confidence)
-                    est, low, high = float(t.mean[0]), float(t.low[0]), float(t.high[0])
-                    if ratio:
-                        est, low, high = np.exp(est), np.exp(low), np.exp(high)
-                    values.append({**base, "row_kind": "value", "step": int(step), "n": len(x), "estimate": est,
-                                   "new": est, "ci_low": low, "ci_high": high, "unit": info.unit or "fraction",
-                                   **meta.loc[step].to_dict(), **info_rows[int(step)]})
-                present = list(wide.columns)
-                for old, new in zip(present, present[1:]):
-                    both = wide[[old, new]].dropna()
-                    d = (both[new] - both[old]).to_numpy() * (1.0 if ratio else 100.0 if info.proportion else 1.0)
-                    steps.append({**base, "row_kind": "step", "step": int(new), "old_step": int(old), "_d": d,
-                                  "_ratio": ratio, "_old": both[old].to_numpy(), "_new": both[new].to_numpy(),
-                                  "arm": meta.loc[new, "arm"],
-                                  "versions": _change(meta.loc[old, "versions"], meta.loc[new, "versions"]),
-                                  "git_sha": _change(meta.loc[old, "git_sha"], meta.loc[new, "git_sha"]),
-                                  "unit": "×" if ratio else ("pp" if info.proportion else info.unit),
-                                  **info_rows[int(new)],
-                                  "_family": cells.loc[cells["step"] == new, family_by].iloc[0] if family_by else 0})
-    value_frame = _with_conditions(pd.DataFrame(values), conditions)
-    step_frame = _with_conditions(_decide(steps, options), conditions)
-    return value_frame, step_frame
+            wide = sub.groupby([*keys, "seed", "step"])["_x"].mean().unstack("step")
+            base = {"question": question, "metric": metric}
+            values.append(_value_rows(wide, ratio, options).assign(**base, unit=info.unit or "fraction"))
+            scale = 1.0 if ratio else (100.0 if info.proportion else 1.0)
+            steps.append(_step_rows(wide, ratio, scale).assign(
+                **base, unit="×" if ratio else ("pp" if info.proportion else info.unit)))
+    if not values:
+        return pd.DataFrame(), pd.DataFrame()
+    value_frame = _primary_only(pd.concat(values, ignore_index=True))
+    value_frame = value_frame.join(meta[["arm", "versions", "git_sha"]], on=[*keys, "step"]).join(sweeps, on="step")
+    step_frame = _primary_only(pd.concat(steps, ignore_index=True))
+    if len(step_frame):
+        old_meta = meta.rename(columns=lambda c: f"_old_{c}")
+        step_frame = (step_frame.join(meta, on=[*keys, "step"]).join(old_meta, on=[*keys, "old_step"])
+                      .join(sweeps, on="step"))
+        step_frame["versions"] = [_change(o, n) for o, n in zip(step_frame["_old_versions"], step_frame["versions"])]
+        step_frame["git_sha"] = [_change(o, n) for o, n in zip(step_frame["_old_git_sha"], step_frame["git_sha"])]
+        step_frame = _decide(step_frame, options).drop(columns=[c for c in step_frame if c.startswith("_old_")])
+    return _with_conditions(value_frame, conditions), _with_conditions(step_frame, conditions)
 
 
-def _decide(rows: list[dict[str, Any]], options: AnalysisOptions) -> pd.DataFrame:
+def _value_rows(wide: pd.DataFrame, ratio: bool, options: AnalysisOptions) -> pd.DataFrame:
+    """Each sweep's value per (arm, condition): mean over seeds with a t-interval (log scale for ratios)."""
+    long = wide.stack().rename("_x").reset_index()
+    agg = long.groupby([SERIES, "condition_id", "step"])["_x"].agg(["count", "mean", "std"]).reset_index()
+    n = agg["count"].to_numpy(dtype=float)
+    se = agg["std"].to_numpy(dtype=float) / np.sqrt(n)
+    low, high = stats.t_interval(agg["mean"], se, n - 1, 1 - options.confidence)
+    f = np.exp if ratio else (lambda v: v)
+    est = f(agg["mean"].to_numpy(dtype=float))
+    return agg[[SERIES, "condition_id", "step"]].assign(row_kind="value", n=n.astype(int), estimate=est, new=est,
+                                                       ci_low=f(low), ci_high=f(high))
+
+
+def _step_rows(wide: pd.DataFrame, ratio: bool, scale: float) -> pd.DataFrame:
+    """Every step of every (arm, condition): the sweep against the previous sweep that arm ran, on the
+    seeds both have — count, mean and sd of the paired differences (analysis scale), both sides' values."""
+    present = wide.notna().groupby(level=[0, 1]).any()
+    out = []
+    for signature, groups in present.groupby(list(present.columns), sort=False):
+        signature = signature if isinstance(signature, tuple) else (signature,)
+        ran = [s for s, has in zip(present.columns, signature) if has]
+        rows = wide[wide.index.droplevel("seed").isin(groups.index)]
+        for old, new in zip(ran, ran[1:]):
+            both = rows[[old, new]].dropna()
+            d = (both[new] - both[old]) * scale
+            g = d.groupby(level=[0, 1])
+            agg = pd.DataFrame({"_n": g.count(), "_mean": g.mean(), "_sd": g.std(ddof=1),
+                                "_old": both[old].groupby(level=[0, 1]).mean(),
+                                "_new": both[new].groupby(level=[0, 1]).mean()})
+            agg = agg.reindex(groups.index)  # an arm whose two sweeps share no seed: n = 0
+            agg["_n"] = agg["_n"].fillna(0)
+            out.append(agg.reset_index().assign(row_kind="step", step=int(new), old_step=int(old)))
+    if not out:
+        return pd.DataFrame(columns=[SERIES, "condition_id", "step", "old_step"])
+    frame = pd.concat(out, ignore_index=True)
+    if ratio:
+        frame["_old"], frame["_new"] = np.exp(frame["_old"]), np.exp(frame["_new"])
+    return frame.assign(_ratio=ratio)
+
+
+def _primary_only(frame: pd.DataFrame) -> pd.DataFrame:
+    """One metric per question, arm and condition: the first of ``PRIMARY[question]`` that has rows
+    there (device memory where measured, else host RSS) — chosen by what was measured."""
+    if not len(frame):
+        return frame
+    rank = frame["metric"].map({m: i for q in QUESTIONS for i, m in enumerate(PRIMARY[q])})
+    first = rank.groupby([frame["question"], frame[SERIES], frame["condition_id"]]).transform("min")
+    return frame[rank == first].reset_index(drop=True)
+
+
+def _decide(frame: pd.DataFrame, options: AnalysisOptions) -> pd.DataFrame:
     """The paired test of every step row, Holm over each family, verdicts from the decision intervals."""
-    if not rows:
-        return pd.DataFrame()
-    n = np.array([len(r["_d"]) for r in rows], dtype=float)
-    mean = np.array([r["_d"].mean() if len(r["_d"]) else np.nan for r in rows])
-    sd = np.array([r["_d"].std(ddof=1) if len(r["_d"]) > 1 else np.nan for r in rows])
+    n = frame["_n"].to_numpy(dtype=float)
+    mean = frame["_mean"].to_numpy(dtype=float)
+    sd = frame["_sd"].to_numpy(dtype=float)
     sd = np.where(sd <= 1e-12 * np.maximum(1.0, np.abs(mean)), 0.0, sd)  # rounding noise is no spread
     with np.errstate(invalid="ignore", divide="ignore"):
         se = sd / np.sqrt(n)
     p = stats.t_test_p(mean, se, n - 1)
     low, high = stats.t_interval(mean, se, n - 1, 1 - options.confidence)
-    margins = np.array([_margins(r["metric"], options) for r in rows])
-    p_tost = np.array([stats.tost_p_from(m, s, k - 1, lo, hi)[()] if k >= 2 else np.nan
-                       for m, s, k, (lo, hi) in zip(mean, se, n, margins)])
-    family = pd.factorize(pd.Series([r["_family"] for r in rows], dtype=object))[0]
-    level, level_eq, p_holm = np.full(len(rows), np.nan), np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+    margins = np.array([_margins(m, options) for m in frame["metric"]])
+    p_tost = np.full(len(frame), np.nan)
+    for lo, hi in set(map(tuple, margins.tolist())):  # margins differ per metric
+        idx = (margins[:, 0] == lo) & (margins[:, 1] == hi)
+        p_tost[idx] = stats.tost_p_from(mean[idx], se[idx], n[idx] - 1, lo, hi)
+    family = pd.factorize(frame["_family"].astype(str))[0]
+    level, level_eq, p_holm = (np.full(len(frame), np.nan) for _ in range(3))
     for f in np.unique(family):
         idx = np.flatnonzero(family == f)
         level[idx] = stats.holm_levels(p[idx], options.alpha)
@@ -209,26 +243,22 @@ def _decide(rows: list[dict[str, Any]], options: AnalysisOptions) -> pd.DataFram
         p_holm[idx] = stats.holm(p[idx])
     dec_low, dec_high = stats.t_interval(mean, se, n - 1, level)
     eq_low, eq_high = stats.t_interval(mean, se, n - 1, 2 * level_eq)
-    higher = np.array([METRICS[r["metric"]].higher_is_better for r in rows])
+    higher = frame["metric"].map(lambda m: METRICS[m].higher_is_better).to_numpy(dtype=bool)
     new_ahead = np.where(mean != 0, ((mean > 0) == higher).astype(float), np.nan)
-    words, _, margin_words = stats.decide(np.full(len(rows), "new", dtype=object), np.full(len(rows), "old", dtype=object),
+    size = len(frame)
+    words, _, margin_words = stats.decide(np.full(size, "new", dtype=object), np.full(size, "old", dtype=object),
                                           a_ahead=new_ahead, dec_low=dec_low, dec_high=dec_high, eq_low=eq_low,
                                           eq_high=eq_high, margin_low=margins[:, 0], margin_high=margins[:, 1], n=n)
     verdict = np.where(words == "new better", IMPROVEMENT, np.where(words == "old better", REGRESSION, words))
-    ratio = np.array([r["_ratio"] for r in rows])
+    ratio = frame["_ratio"].to_numpy(dtype=bool)
 
-    def shown(x: np.ndarray) -> np.ndarray:
-        return np.where(ratio, np.exp(x), x)
+    def shown(v: np.ndarray) -> np.ndarray:
+        return np.where(ratio, np.exp(v), v)
 
-    def centre(x: np.ndarray, is_ratio: bool) -> float:  # geometric mean for ratios (x is on the log scale)
-        return float("nan") if not len(x) else float(np.exp(x.mean()) if is_ratio else x.mean())
-
-    old = np.array([centre(r["_old"], r["_ratio"]) for r in rows])
-    new = np.array([centre(r["_new"], r["_ratio"]) for r in rows])
-    frame = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
-    return frame.assign(n=n.astype(int), old=old, new=new, estimate=shown(mean), ci_low=shown(low), ci_high=shown(high),
-                        p=p, p_holm=p_holm, dec_low=shown(dec_low), dec_high=shown(dec_high), verdict=verdict,
-                        flag=np.isin(verdict, (REGRESSION, IMPROVEMENT)), margin_words=margin_words)
+    out = frame.assign(n=n.astype(int), old=frame["_old"], new=frame["_new"], estimate=shown(mean), ci_low=shown(low),
+                       ci_high=shown(high), p=p, p_holm=p_holm, dec_low=shown(dec_low), dec_high=shown(dec_high),
+                       verdict=verdict, flag=np.isin(verdict, (REGRESSION, IMPROVEMENT)), margin_words=margin_words)
+    return out.drop(columns=[c for c in ("_n", "_mean", "_sd", "_old", "_new", "_ratio") if c in out])
 
 
 def _joined(values: pd.Series) -> str:
@@ -247,6 +277,7 @@ def _iso(value: Any) -> str | None:
 def _with_conditions(frame: pd.DataFrame, conditions: pd.DataFrame) -> pd.DataFrame:
     if not len(frame):
         return frame
+    frame = frame.drop(columns=[c for c in ("_family",) if c in frame])
     labels = conditions.set_index("condition_id")["condition"]
     series = sorted(frame[SERIES].unique(), key=arms.arm_sort_key)
     order = frame.assign(_s=frame[SERIES].map({v: i for i, v in enumerate(series)}),
