@@ -93,6 +93,19 @@ def test_the_cli_refuses_an_uninstallable_pin_with_exit_2_and_writes_nothing(tmp
     assert not out.exists()
 
 
+def test_a_single_cell_with_pins_is_sent_to_the_runner(tmp_path):
+    import subprocess
+
+    from runner import PROJECT_ROOT
+
+    proc = subprocess.run([sys.executable, "-m", "runner.cell", "framework=fake", "framework.packages=['kvp-probe==1.0']",
+                           "data=synthetic", "train=tiny", f"hydra.run.dir={tmp_path}/cell"], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == EXIT_INVALID, proc.stderr[-2000:]
+    assert "an environment of its own" in proc.stderr and "grid.framework=['fake@kvp-probe==1.0']" in proc.stderr
+    assert not (tmp_path / "cell" / "runs.parquet").exists()
+
+
 # ---- on Ray: environments per node, actors per arm -----------------------------------------------
 ray = pytest.importorskip("ray")
 
@@ -155,3 +168,30 @@ def test_an_environment_that_cannot_be_built_on_a_node_is_that_nodes_error_not_a
     plan.arm_envs[arm] = dataclasses.replace(plan.arm_envs[arm], key="fedcba9876543210")
     outcome = run_sweep(cfg, tmp_path / "out2", plan=plan)
     assert outcome.exit_code == EXIT_FAILED and "not built within runner.arm_env_timeout_s=0.01 s" in outcome.message
+
+
+@pytest.mark.slow
+def test_two_keras_releases_on_one_backend_in_one_sweep(tmp_path):
+    """The real thing (needs the package index once; then the environment is cached): keras_jax with the
+    installed Keras against keras_jax@3.14.0 — both arms' rows carry what their actors imported, the gate
+    compares the two releases, the report pairs them."""
+    import importlib.metadata
+
+    installed = importlib.metadata.version("keras")
+    if installed == "3.14.0":
+        pytest.skip("the base environment already has keras 3.14.0")
+    out = tmp_path / "sweep"
+    proc = run_cli(["grid.framework=[keras_jax,keras_jax@3.14.0]", "data=synthetic", "train=tiny", "grid.seed=[0,1]",
+                    "grid.device=[cpu]", "runner.progress=false", f"hydra.run.dir={out}"], timeout=1200)
+    assert proc.returncode == EXIT_OK, proc.stdout[-4000:]
+    rows = runs(out)
+    by_arm = rows.groupby(rows["packages"].fillna("base"))["framework_version"].unique().to_dict()
+    assert {k: list(v) for k, v in by_arm.items()} == {"base": [installed], "keras==3.14.0": ["3.14.0"]}
+    gate = json.loads((out / "parity_gate.json").read_text())
+    assert gate["frameworks"] == ["keras_jax", "keras_jax@keras==3.14.0"] and gate["status"] == "passed", gate
+    versions = gate["checks"][0]["comparison"]["versions"]
+    assert versions["keras_jax@keras==3.14.0"]["keras"] == "3.14.0" and versions["keras_jax"]["keras"] == installed
+    summary = pd.read_parquet(out / "summary.parquet")
+    pairs = summary[(summary["row_kind"] == "pair") & (summary["family"] == "headline")]
+    assert set(zip(pairs["framework_a"], pairs["framework_b"])) == {(f"keras_jax {installed}", "keras_jax 3.14.0")}
+    assert f"versions compared: <b>keras_jax {installed}</b>" in (out / "report.html").read_text()

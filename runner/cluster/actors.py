@@ -354,9 +354,12 @@ class ActorPool:
             raise SweepError(arm_envs.failure_message(failed, todo, nodes))
         for line in arm_envs.failure_message(failed, todo, nodes).split("; ") if failed else []:
             log.error("%s — that node runs none of the arm's cells", line)
-        log.info("arm environments ready: %s (%.1f s)", ", ".join(sorted(f"{a} on {nodes[n]}" for a, n in built)),
-                 time.time() - t0, extra={"console": f"environments ready: {', '.join(sorted(todo))} on {len(nodes)} "
-                                                     f"node{'s' if len(nodes) != 1 else ''} ({time.time() - t0:.0f} s)"})
+        if built:
+            ready_nodes = {n for _, n in built}
+            log.info("arm environments ready: %s (%.1f s)", ", ".join(sorted(f"{a} on {nodes[n]}" for a, n in built)),
+                     time.time() - t0, extra={"console": f"environments ready: {', '.join(sorted({a for a, _ in built}))} "
+                                                         f"on {len(ready_nodes)} node{'s' if len(ready_nodes) != 1 else ''} "
+                                                         f"({time.time() - t0:.0f} s)"})
         return set(failed)
 
     def _wait_placed(self, actors: Sequence[ActorRecord]) -> None:
