@@ -340,6 +340,10 @@ class ActorPool:
         none of the arm's cells. Returns the (arm, node) pairs left without an environment."""
         from runner.cluster import arm_envs
 
+        unresolved = sorted(a for a, cfg in framework_cfgs.items() if cfg.get("packages") and a not in self.arm_envs)
+        if unresolved:  # never run pinned cells in the base environment under the pins' name
+            raise SweepError(f"arms {unresolved} have no environment: their pins were not resolved "
+                             "(runner.planning.checks.check_sweep resolves them before Ray starts)")
         wanted = {a: self.arm_envs[a] for a in framework_cfgs if a in self.arm_envs}
         nodes = {s.node_id: f"{s.host} ({s.node_ip}, id {s.node_id[:12]})" for s in slots
                  if any(s.accepts(c["device"]) and arm_of(c["framework"]) in wanted for c in self._cells)}
