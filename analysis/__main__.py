@@ -61,6 +61,11 @@ def _data_dictionary() -> str:
     lines = ["", "summary.parquet (one row per metric × condition × framework or pair; "
              "each row's numbers are in its `unit`, on its `scale`)"]
     lines += [f"  {name:<{width}}  {unit:<9} {desc}" for name, (unit, desc) in SUMMARY_DOCS.items()]
+    from analysis.history import HISTORY_DOCS
+
+    lines += ["", "history.parquet (python -m analysis over several sweeps of one grid: one row per sweep or step × arm "
+              "as asked × condition × headline metric)"]
+    lines += [f"  {name:<{width}}  {unit:<9} {desc}" for name, (unit, desc) in HISTORY_DOCS.items()]
     return text + "\n".join(lines) + "\n"
 
 
