@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from analysis.options import AnalysisError, AnalysisOptions
 
-__all__ = ["AnalysisError", "AnalysisOptions", "build_report", "plan_seeds", "print_verdict"]
+__all__ = ["AnalysisError", "AnalysisOptions", "build_report", "plan_seeds", "print_history", "print_verdict"]
 
 
 def build_report(results_dirs: list[Path], out_dir: Path, options: Mapping[str, Any] | None = None) -> dict[str, Path]:
@@ -18,7 +18,8 @@ def build_report(results_dirs: list[Path], out_dir: Path, options: Mapping[str, 
 
     ``options`` is the ``report`` config node (confidence, n_resamples, random_state,
     margin_quality_pp, margin_time_ratio, alpha; ``enabled`` is ignored). Returns
-    ``{"summary": path, "report": path}``. Raises :class:`AnalysisError` (one clear message) on input
+    ``{"summary": path, "report": path}``, plus ``"history": path`` when the directories are sweeps of
+    one grid taken at different times (``analysis.history``). Raises :class:`AnalysisError` (one clear message) on input
     it cannot use; nothing is written then.
     """
     from analysis.report import build
@@ -48,3 +49,11 @@ def print_verdict(summary_path: str | Path, file=None) -> None:
     from analysis.terminal import print_verdict as _print
 
     _print(Path(summary_path), file=file)
+
+
+def print_history(history_path: str | Path, file=None) -> None:
+    """Print the history's regression table (``history.parquet``: each arm's steps between sweeps, old →
+    new, ratio or difference with its interval, verdict) on ``file`` (stdout)."""
+    from analysis.terminal import print_history as _print
+
+    _print(Path(history_path), file=file)

@@ -1,4 +1,5 @@
-"""``python -m analysis <results dir> [<more dirs>…] [--out DIR]``: summary.parquet + report.html."""
+"""``python -m analysis <results dir> [<more dirs>…] [--out DIR]``: summary.parquet + report.html (+ history.parquet
+when the directories are sweeps of one grid taken at different times: ``analysis.history``)."""
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     except AnalysisError as exc:
         print(f"analysis: error: {exc}", file=sys.stderr)
         return 2
-    from analysis import print_verdict
+    from analysis import print_history, print_verdict
 
     print_verdict(paths["summary"])
+    if "history" in paths:  # several sweeps of one grid: each arm over time, the flagged steps
+        print_history(paths["history"])
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
@@ -58,6 +61,11 @@ def _data_dictionary() -> str:
     lines = ["", "summary.parquet (one row per metric × condition × framework or pair; "
              "each row's numbers are in its `unit`, on its `scale`)"]
     lines += [f"  {name:<{width}}  {unit:<9} {desc}" for name, (unit, desc) in SUMMARY_DOCS.items()]
+    from analysis.history import HISTORY_DOCS
+
+    lines += ["", "history.parquet (python -m analysis over several sweeps of one grid: one row per sweep or step × arm "
+              "as asked × condition × headline metric)"]
+    lines += [f"  {name:<{width}}  {unit:<9} {desc}" for name, (unit, desc) in HISTORY_DOCS.items()]
     return text + "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from analysis import arms, history
 from analysis.metrics import CONDITION_COLUMNS
 from analysis.options import AnalysisError
 from core import results as rr
@@ -46,6 +47,9 @@ class Results:
     predictions: pd.DataFrame | None  # without scores
     scores: np.ndarray | None  # (len(predictions), classes) float32, aligned with ``predictions``
     notes: list[str] = field(default_factory=list)
+    #: Several directories: every ok cell of each with its headline values, before duplicates across
+    #: directories are dropped (``analysis.history`` compares the directories in time order).
+    history_cells: pd.DataFrame | None = None
 
     @property
     def ok_runs(self) -> pd.DataFrame:
@@ -142,7 +146,11 @@ def load_results(dirs: list[str | Path]) -> Results:
     if not dirs:
         raise AnalysisError("no results directory given")
     sweeps: list[SweepDir] = []
-    runs_frames, epoch_frames, pred_frames, score_parts = [], [], [], []
+    # per directory, aligned (None where a directory has no such table): analysis.arms needs them apart
+    runs_frames: list[pd.DataFrame] = []
+    epoch_frames: list[pd.DataFrame | None] = []
+    pred_frames: list[pd.DataFrame | None] = []
+    score_parts: list[np.ndarray | None] = []
     notes: list[str] = []
     for raw in dirs:
         root = Path(raw)
@@ -163,13 +171,22 @@ def load_results(dirs: list[str | Path]) -> Results:
         frame["results_dir"] = str(root)
         runs_frames.append(frame)
         epochs, _, _ = _load_table(root, "epochs")
-        if epochs is not None and epochs.num_rows:
-            epoch_frames.append(epochs.to_pandas())
+        epoch_frames.append(epochs.to_pandas() if epochs is not None and epochs.num_rows else None)
         preds, _, _ = _load_table(root, "predictions")
+        frame_p = scores = None
         if preds is not None and preds.num_rows:
             frame_p, scores = _predictions_frame(preds, str(root), notes)
-            pred_frames.append(frame_p)
-            score_parts.append(scores)
+        pred_frames.append(frame_p)
+        score_parts.append(scores)
+
+    # Different versions of one framework are different arms, never merged (analysis.arms).
+    runs_frames, epoch_frames, pred_frames, arm_notes = arms.separate(runs_frames, epoch_frames, pred_frames)
+    notes += arm_notes
+    history_cells = history.cell_values(runs_frames, epoch_frames) if len(runs_frames) > 1 else None
+    has_preds = [f is not None for f in pred_frames]
+    score_parts = [s for s, have in zip(score_parts, has_preds) if have]
+    epoch_frames = [f for f in epoch_frames if f is not None]
+    pred_frames = [f for f in pred_frames if f is not None]
 
     runs_all = pd.concat(runs_frames, ignore_index=True)
     dup = runs_all.duplicated("cell_id", keep="last")
@@ -190,7 +207,7 @@ def load_results(dirs: list[str | Path]) -> Results:
     epochs_all = None
     if epoch_frames:
         epochs_all = pd.concat(epoch_frames, ignore_index=True).drop_duplicates(["cell_id", "epoch"], keep="last")
-    return Results(sweeps, runs_all, epochs_all, predictions, scores, notes)
+    return Results(sweeps, runs_all, epochs_all, predictions, scores, notes, history_cells)
 
 
 def require_ok(results: Results) -> None:

@@ -138,5 +138,9 @@ CONDITION_LABELS: dict[str, str] = {
 FRAMEWORK_ORDER: tuple[str, ...] = tuple(FRAMEWORKS)  # the registry's order (core.registry)
 
 
-def framework_sort_key(name: str) -> tuple[int, str]:
-    return (FRAMEWORK_ORDER.index(name) if name in FRAMEWORK_ORDER else len(FRAMEWORK_ORDER), name)
+def framework_sort_key(name: str) -> tuple:
+    """Registry order; arms of one framework (``keras_jax 3.15.1``, ``keras_jax 3.14.0``: analysis.arms)
+    together, newest version first, so a pair reads "new vs old"."""
+    from analysis.arms import arm_sort_key
+
+    return arm_sort_key(name)

@@ -39,10 +39,18 @@ plt.rcParams.update({
 
 
 def framework_style(frameworks: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Colour and marker per framework — an arm (``keras_jax 3.14.0``, analysis.arms) takes its
+    framework's colour when it is the first of that framework shown, else a spare one."""
     out = {}
-    spare = iter(c for c in OKABE_ITO if c not in _FIXED.values())
-    for i, fw in enumerate(sorted(set(frameworks), key=framework_sort_key)):
-        out[fw] = {"color": _FIXED.get(fw) or next(spare, GREY), "marker": _MARKERS[i % len(_MARKERS)]}
+    names = sorted(set(frameworks), key=framework_sort_key)
+    spare = iter(c for c in OKABE_ITO if c not in {_FIXED.get(n) for n in names} | set(_FIXED.values()))
+    used: set[str] = set()
+    for i, fw in enumerate(names):
+        colour = _FIXED.get(fw) or _FIXED.get(fw.split(" ", 1)[0])
+        if colour is None or colour in used:
+            colour = next(spare, GREY)
+        used.add(colour)
+        out[fw] = {"color": colour, "marker": _MARKERS[i % len(_MARKERS)]}
     return out
 
 

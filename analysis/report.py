@@ -22,6 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analysis import arms as armlib
+from analysis import history as historylib
 from analysis import loc
 from analysis import stats
 from analysis import censored, trained
@@ -438,7 +440,8 @@ def dx_table(ok: pd.DataFrame, source_root: Path) -> dict:
     base measures for it — lines of code of its adapter (``# region:`` markers), time to first step, cold
     import time."""
     frameworks = sorted(ok["framework"].astype(str).unique(), key=framework_sort_key) if len(ok) else []
-    files = {fw: FRAMEWORKS[fw].adapter_file for fw in frameworks if fw in FRAMEWORKS}
+    registry = {fw: FRAMEWORKS.get(armlib.base_name(fw)) for fw in frameworks}  # an arm: its framework's row
+    files = {fw: row.adapter_file for fw, row in registry.items() if row is not None}
     counts = {fw: loc.count_regions(source_root / path) for fw, path in files.items()}
     totals = {fw: loc.count_file(source_root / path) for fw, path in files.items()}
 
@@ -465,10 +468,11 @@ def dx_table(ok: pd.DataFrame, source_root: Path) -> dict:
         "ecosystem": lambda fw: timing(fw, "import_seconds", True, "cold import"),
     }
     rows = [{"aspect": heading,
-             "cells": [{"note": (FRAMEWORKS[fw].notes.get(key) if fw in FRAMEWORKS else None) or "—",
+             "cells": [{"note": (registry[fw].notes.get(key) if registry[fw] else None) or "—",
                         "measured": measured[key](fw)} for fw in frameworks]}
             for key, heading in DX_ASPECTS.items()]
-    return {"frameworks": [{"name": fw, "label": FRAMEWORKS[fw].label if fw in FRAMEWORKS else fw}
+    return {"frameworks": [{"name": fw, "label": (f"{registry[fw].label}, {fw}" if fw not in FRAMEWORKS else registry[fw].label)
+                            if registry[fw] else fw}
                            for fw in frameworks],
             "rows": rows, "files": files,
             "missing": [fw for fw in files if all(v is None for v in counts[fw].values())]}
@@ -708,6 +712,12 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
         "unmeasured": trained.unmeasured_lines(ok),
         "energy_notes": sorted({str(n) for n in ok["energy_note"].dropna()}) if "energy_note" in ok else [],
     }
+    # Arms and history (analysis.arms, analysis.history): which versions the report compares; over
+    # several sweeps of one grid, each arm's values in time order and the steps the paired test flags.
+    context["versions_compared"] = armlib.versions_compared(ok)
+    history = (historylib.analyse(results.history_cells, opts) if historylib.has_history(results.history_cells)
+               else None)
+    context["history"] = historylib.report_view(*history) if history is not None else None
     html = render_html(context)
 
     out = Path(out_dir)
@@ -722,4 +732,7 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
             report_tmp.write_text(html, encoding="utf-8")
     except OSError as exc:
         raise AnalysisError(f"{out}: cannot write the report ({exc})") from None
+    history_path = historylib.write(out, history)
+    if history_path is not None:
+        targets["history"] = history_path
     return targets

@@ -84,3 +84,37 @@ def _print_notebook(console, summary: pd.DataFrame) -> None:
         console.print(table)
         for a in block["accuracy"]:
             console.print(Text(f"test accuracy {a['pair']} = {a['estimate']} {a['ci']}: {a['verdict']}"))
+
+
+def print_history(history_path: Path, file=None) -> None:
+    """The history's regression table (``analysis.history``): every step of every arm, condition and
+    headline metric — old → new, the ratio or difference with its interval, the verdict — flagged first."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from analysis.history import step_rows
+
+    out = file or sys.stdout
+    width = max(shutil.get_terminal_size((120, 24)).columns - 1, 79) if out.isatty() else 160
+    console = Console(file=out, width=width, highlight=False, soft_wrap=False)
+    frame = pq.read_table(history_path).to_pandas()
+    steps = frame[frame["row_kind"] == "step"]
+    if steps.empty:
+        console.print("history: no arm ran in two sweeps with seeds in common; nothing to compare over time")
+        return
+    rows = sorted(step_rows(steps), key=lambda r: not r["flag"])
+    sweeps = frame.loc[frame["row_kind"] == "value", ["step", "results_dir"]].drop_duplicates("step").sort_values("step")
+    console.print(f"history — {len(sweeps)} sweeps of one grid, in time order:")
+    for s in sweeps.itertuples():
+        console.print(f"  {int(s.step)}: {s.results_dir}", soft_wrap=True)
+    table = Table(title=f"history: {sum(r['flag'] for r in rows)} of {len(rows)} steps flagged by the paired test",
+                  title_justify="left", pad_edge=False)
+    for column in ("arm", "condition", "metric", "steps", "old → new", "new/old or new − old [95 % CI]", "verdict",
+                   "what changed"):
+        table.add_column(column)
+    for r in rows:
+        style = {"v-bad": "bold red", "v-a": "bold", "v-eq": "", "v-inc": "dim"}.get(r["vclass"], "")
+        table.add_row(r["series"], r["condition"], r["metric"], r["steps"], r["old_new"], f"{r['estimate']} {r['ci']}",
+                      Text(r["verdict"], style=style), r["changed"])
+    console.print(table)

@@ -16,7 +16,9 @@ Simulated world (keras = A, pytorch = B, one condition unless stated):
   table to check that they stay out of the family.
 
 Printed: family-wise false "better" rate per report (A/A, n = 3, 5, 10, 20; and n = 3 with four
-conditions, i.e. a family of 16), coverage of the 95 % interval of the epoch-time ratio and the
+conditions, i.e. a family of 16), the history view's false flag rate over A/A histories of three
+sweeps (``analysis.history``, Holm over each history's 16 steps) and its power for a planted ×1.3
+epoch-time regression, coverage of the 95 % interval of the epoch-time ratio and the
 accuracy difference (planted ×1.20 and +1 pp; n = 3, 5, 10), power for the issue's three cases; time
 to target with censoring (``simulate_ttt``: A/A false "better" with ~20 % of cells censored at the
 budget, and the power for a 1.3× difference in seconds per epoch or in epochs to the target at 5 and
@@ -162,6 +164,30 @@ def adaptive(sc: Scenario, reps: int, rng, options, *, start: int = 3, max_seeds
         if not active.any():
             break
     return pd.concat(final, ignore_index=True), used
+
+
+def history_flags(n: int, steps: int, reps: int, rng, options, *, regression: float = 1.0
+                  ) -> tuple[float, float]:
+    """``reps`` simulated histories through ``analysis.history`` (``python -m analysis d1 … dN``'s path):
+    ``steps`` sweeps of one grid (both frameworks, ``n`` seeds, fresh noise each sweep); from sweep 2 on,
+    keras' epoch time is ×``regression``. Returns (share of histories that flag keras' step 1 → 2 epoch
+    time, share that flag any other step) — an A/A history (``regression`` = 1) flags nothing but noise."""
+    from analysis.history import analyse, cell_values
+
+    runs, epochs = [], []
+    for step in range(steps):
+        factor = regression if step >= 1 else 1.0
+        r, e = simulate(Scenario(n, time_factor=factor), rng, reps)
+        runs.append(r)
+        epochs.append(e)
+    _, rows = analyse(cell_values(runs, epochs), options, family_by="data")
+    rep = rows["condition"].astype(str)  # the data column (rep<r>) is the only varying condition column
+    planted = (rows["series"] == "keras") & (rows["metric"] == "median_epoch_seconds") & (rows["old_step"] == 1)
+    hit = rows["flag"] & planted
+    other = rows["flag"] & ~planted
+    names = [f"rep{r}" for r in range(reps)]
+    return (float(hit.groupby(rep).any().reindex(names, fill_value=False).mean()),
+            float(other.groupby(rep).any().reindex(names, fill_value=False).mean()))
 
 
 def naive_epoch_coverage(n: int, reps: int, rng, factor: float = 1.2, cv: float = 0.03) -> float:
@@ -344,6 +370,15 @@ def main(argv: list[str] | None = None) -> int:
             design_coverage(n, reps, rng, options, design="fixed"), 0.93, 0.97)
         out("resampled splits, Nadeau–Bengio corrected t", n,
             design_coverage(n, reps, rng, options, design="resampled"), 0.93, 0.99)
+    print("history (python -m analysis over sweeps of one grid: each step paired, Holm over the history)")
+    for n in (3, 5):
+        _, r = history_flags(n, 3, reps, rng, options)
+        out("A/A history, 3 sweeps × 2 frameworks (m = 16): any step flagged", n, r, high=0.05)
+    hit, r = history_flags(5, 3, reps, rng, options, regression=1.3)
+    out("history, epoch time ×1.30 from sweep 2: that step flagged", 5, hit, 0.95)
+    out("history, the same: any other step flagged", 5, r, high=0.05)
+    hit, _ = history_flags(3, 3, reps, rng, options, regression=1.3)
+    out("history ×1.30 flagged (no target: 3 seeds, family of 16)", 3, hit)
     print("contrast, not the report's path: epochs counted as independent seeds")
     c = naive_epoch_coverage(3, reps, rng)
     out("epoch-time ratio, t over seeds × epochs (anti-conservative)", 3, c)

@@ -29,6 +29,7 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from core.arms import ArmError, check_pin, parse_arm
 from core.registry import FRAMEWORKS
 
 PRECISIONS = ("fp32", "tf32", "mixed_bf16")
@@ -142,11 +143,18 @@ class CNNConfig:
 class FrameworkConfig:
     name: str = MISSING  # a row of core.registry.FRAMEWORKS
     backend: str = MISSING  # must be that row's backend
+    #: Package pins of an arm (core.arms): set by the grid's ``<framework>@<pins>``; null = the base environment.
+    packages: Optional[List[str]] = None
 
     def __post_init__(self) -> None:
         if not _filled(self):
             return
         _one_of(self.name, tuple(FRAMEWORKS), "framework.name")
+        for pin in self.packages or []:
+            try:
+                check_pin(pin, "framework.packages")
+            except ArmError as exc:
+                raise ConfigError(str(exc)) from None
         expected = FRAMEWORKS[self.name].backend
         others = [n for n, f in FRAMEWORKS.items() if f.backend == self.backend and n.startswith(self.name[:5])]
         _check(self.backend == expected, "framework.backend",
@@ -367,6 +375,7 @@ class RunnerConfig:
     max_retries: int = 2
     max_actor_restarts: int = 10
     actor_start_timeout_s: float = 600.0
+    arm_env_timeout_s: float = 900.0  # an arm's environment (core.arms) not built on a node by then ⇒ that node's error
     resume: Any = False  # false | true | a path to an earlier output dir
     interleave_seed: int = 0
     parity_gate: bool = True
@@ -393,6 +402,7 @@ class RunnerConfig:
         _at_least(self.interleave_seed, 0, "runner.interleave_seed")
         _check(self.actor_start_timeout_s > 0, "runner.actor_start_timeout_s",
                f"must be > 0, got {self.actor_start_timeout_s}")
+        _check(self.arm_env_timeout_s > 0, "runner.arm_env_timeout_s", f"must be > 0, got {self.arm_env_timeout_s}")
         _check(self.parity_tolerance > 0, "runner.parity_tolerance", f"must be > 0, got {self.parity_tolerance}")
         _check(self.target_ci is None or self.target_ci > 0, "runner.target_ci",
                f"must be > 0 (× the equivalence margin) or null, got {self.target_ci}")
@@ -455,8 +465,14 @@ class GridConfig:
             _at_least(value, 0, "grid.seed")
         for value in self.batch_size:
             _at_least(value, 1, "grid.batch_size")
-        for value in self.framework:
-            _one_of(value, tuple(FRAMEWORKS), "grid.framework")
+        for value in self.framework:  # a name, or an arm: <framework>@<pins> (core.arms)
+            if "@" not in str(value):
+                _one_of(value, tuple(FRAMEWORKS), "grid.framework")
+                continue
+            try:
+                parse_arm(value)
+            except ArmError as exc:
+                raise ConfigError(str(exc)) from None
         for value in self.precision or []:
             _one_of(value, PRECISIONS, "grid.precision")
         for value in self.execution or []:

@@ -37,6 +37,7 @@ _IDENTITY = [
     ("backend", pa.string()),
     ("framework_version", pa.string()),
     ("versions", pa.string()),  # JSON {package: version}
+    ("packages", pa.string()),  # an arm's pins as asked (core.arms); null = the base environment
     ("model", pa.string()),
     ("data", pa.string()),
     ("num_classes", pa.int64()),
@@ -156,6 +157,8 @@ COLUMN_DOCS: dict[str, tuple[str, str]] = {
     "backend": ("none", "the framework's compute backend (keras: tensorflow | jax | torch)"),
     "framework_version": ("none", "version of the framework package (torch or keras)"),
     "versions": ("none", "JSON {package: version} of the cell's process; cuda/cudnn as x.y.z"),
+    "packages": ("none", "an arm's package pins as the grid asked for them, comma separated (grid.framework="
+                         "[keras_jax@keras==3.14.0]); null = the base environment. What ran is in versions"),
     "model": ("none", "model spec name (small_cnn | capstone_cnn)"),
     "data": ("none", "dataset name (eurosat_mini | eurosat | folder | synthetic)"),
     "num_classes": ("count", "number of classes in the dataset"),

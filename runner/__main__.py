@@ -93,7 +93,7 @@ def preflight(args: list[str]) -> str | None:
             _CHECKED[config_key(cfg)] = check_sweep(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else None
-        return one_line_omegaconf(exc) + (f" ({one_line_omegaconf(cause)})" if cause else "")
+        return one_line_omegaconf(exc) + (f" ({one_line_omegaconf(cause)})" if cause else "") + _arm_hint(args)
     except GridError as exc:
         return str(exc)
     run_dir = _value(args, "hydra.run.dir")
@@ -101,6 +101,15 @@ def preflight(args: list[str]) -> str | None:
         return (f"{run_dir} already holds a sweep; continue it with runner.resume={run_dir}, "
                 "or choose a new hydra.run.dir")
     return None
+
+
+def _arm_hint(args: list[str]) -> str:
+    """An arm with '=' in a list is not valid override syntax unquoted (``core.arms``): say how to write it."""
+    value = _value(args, "grid.framework") or ""
+    if "@" in value and "=" in value:
+        return (" — an arm with '=' must be quoted inside the list: \"grid.framework=[keras_jax,'keras_jax@keras==3.14.0']\""
+                ", or pin the framework's own package by its version: grid.framework=[keras_jax,keras_jax@3.14.0]")
+    return ""
 
 
 def argv_with_defaults(argv: list[str]) -> list[str]:

@@ -48,12 +48,17 @@ def make_sweep(root: str | Path, *, frameworks: Iterable[str] = ("keras", "pytor
                identical: bool = False, noise: float = 0.02, failed: Iterable[tuple[str, int]] = (),
                n_samples: int = 60, epochs: int = 3, config: Mapping[str, Any] | None = None,
                gate: Any = "default", split_hash: Mapping[tuple[str, int], str] | None = None,
-               sample_offset: Mapping[str, int] | None = None, predictions: bool = True) -> Path:
+               sample_offset: Mapping[str, int] | None = None, predictions: bool = True,
+               versions: Mapping[str, Mapping[str, str]] | None = None, git_sha: str = "abc1234",
+               start_time: Any = None, noise_key: Any = None) -> Path:
     """Write a consolidated synthetic sweep into ``root`` and return it.
 
     ``speed``: per-framework multiplier of epoch time (lower = faster). ``skill``: per-framework
     probability that a prediction is right. ``identical``: every framework gets exactly the same
     numbers per seed (the "identical inputs" case). ``failed``: (framework, seed) cells that fail.
+    ``versions``: per framework, package versions its cells report (``{"keras": {"keras": "3.14.0"}}``;
+    the framework's own package also sets ``framework_version``). ``git_sha``, ``start_time``: every
+    cell's. ``noise_key``: another draw of the noise (a later sweep of the same grid); None = the usual.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)  # as the runner does before any cell writes (write_fragment needs it)
@@ -70,18 +75,20 @@ def make_sweep(root: str | Path, *, frameworks: Iterable[str] = ("keras", "pytor
                 y_true = seed_rng.integers(0, k, n_samples)
                 for fw in frameworks:
                     src = "same" if identical else fw
-                    r = _rng(src, seed, bs, device_kind)
+                    r = _rng(src, seed, bs, device_kind) if noise_key is None else _rng(src, seed, bs, device_kind, noise_key)
+                    pinned = dict((versions or {}).get(fw, {}))
                     cell = f"{fw}-{device_kind}-{bs}-{seed}"
                     row: dict[str, Any] = {
                         "sweep_id": "synthetic", "cell_id": cell, "config_hash": cell, "framework": fw,
-                        "backend": {"pytorch": "torch"}.get(fw, "tensorflow"), "framework_version": "9.9",
-                        "versions": json.dumps({"numpy": np.__version__, fw: "9.9", "python": "3.11"}),
+                        "backend": {"pytorch": "torch"}.get(fw, "tensorflow"),
+                        "framework_version": pinned.get({"pytorch": "torch"}.get(fw, "keras"), "9.9"),
+                        "versions": json.dumps({"numpy": np.__version__, fw: "9.9", "python": "3.11", **pinned}),
                         "model": "small_cnn", "data": "synthetic", "num_classes": k, "image_size": 16,
                         "seed": seed, "batch_size": bs, "epochs": epochs, "device": device_kind,
                         "device_kind": device_kind, "device_name": device_name, "host": "testhost",
                         "precision_policy": "fp32", "execution_mode": "default", "pipeline": "device",
                         "deterministic": False, "parity_mode": "strict",
-                        "cpu_threads": 2, "concurrency": 1, "attempt": 1, "git_sha": "abc1234",
+                        "cpu_threads": 2, "concurrency": 1, "attempt": 1, "git_sha": git_sha, "start_time": start_time,
                         "split_hash": (split_hash or {}).get((fw, seed), f"split-{seed}"),
                     }
                     if (fw, seed) in failed:

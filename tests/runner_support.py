@@ -66,3 +66,29 @@ def frameworks_imported_by(code: str, **env: str) -> list[str]:
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
     assert proc.returncode == 0 and "IMPORTED " in proc.stdout, proc.stdout[-3000:]
     return eval(proc.stdout.rsplit("IMPORTED ", 1)[1].strip())
+
+
+def make_wheel(folder: Path, name: str = "kvp_probe", version: str = "1.0") -> Path:
+    """A tiny pure-Python wheel (no dependencies) written by hand, so arm tests pin a package without
+    network: ``fake@<this path>`` installs it into the arm's environment."""
+    import base64
+    import hashlib
+    import zipfile
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    info = f"{name}-{version}.dist-info"
+    files = {f"{name}/__init__.py": f'__version__ = "{version}"\n',
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: kvp-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+
+    def digest(text: str) -> str:
+        return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+
+    record = "".join(f"{p},{digest(c)},{len(c.encode())}\n" for p, c in files.items()) + f"{info}/RECORD,,\n"
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for p, c in files.items():
+            wheel.writestr(p, c)
+        wheel.writestr(f"{info}/RECORD", record)
+    return path

@@ -70,7 +70,8 @@ def test_paths_inside_the_checkout_are_hashed_relative_to_it():
 # ---- one cell end to end ------------------------------------------------------------------
 # import_seconds: null when the framework was already imported in this (test) process; import_note says so
 NULLABLE_ON_CPU = {"error", "traceback", "import_seconds", "retry_causes",  # first attempt
-                   "gpu_uuid", "accelerator_type", "node_ip"}  # placement facts: the actor's context, null on CPU
+                   "gpu_uuid", "accelerator_type", "node_ip",  # placement facts: the actor's context, null on CPU
+                   "packages"}  # an arm's pins (core.arms): null in the base environment
 #: Null without a target (``train.target.threshold: null``): nothing was measured against one.
 NO_TARGET = {"target", "stop_at_target", "reached_target", "epochs_to_target", "train_seconds_to_target",
              "wall_seconds_to_target"}

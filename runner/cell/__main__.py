@@ -58,6 +58,13 @@ def _main(cfg: Any) -> int:
     except CellConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    pins = cell["framework"].pop("packages", None)
+    if pins:  # this process has the base environment; an arm's environment is built for the runner's actors
+        print(f"error: framework.packages {list(pins)}: a cell with pinned packages runs in an environment of its "
+              f"own, which the runner builds for its actors: uv run python -m runner "
+              f"\"grid.framework=['{cell['framework']['name']}@{','.join(pins)}']\"",
+              file=sys.stderr)
+        return 2
     result = run_cell(cell)
     metadata = {"config": cell, "cell_id": result.cell_id}
     write_fragment(out_dir, result.cell_id, result.tables, metadata=metadata)

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from core.arms import arm_of
 from core.paths import PROJECT_ROOT
 
 #: The parts of a resolved config that define what a cell computes (its identity).
@@ -69,6 +70,9 @@ def cell_identity(cell: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(identity["data"], dict):
         raise CellConfigError(f"cell config: 'data' must be a mapping, got {type(identity['data']).__name__}")
     identity["data"] = {k: v for k, v in identity["data"].items() if k not in _DATA_LOCATION_KEYS}
+    if isinstance(identity["framework"], dict) and not identity["framework"].get("packages"):
+        # no pins = the base environment, as before pins existed (core.arms): the same id either way
+        identity["framework"] = {k: v for k, v in identity["framework"].items() if k != "packages"}
     return _relocatable(identity)
 
 
@@ -87,16 +91,17 @@ def config_hash(cell: Mapping[str, Any]) -> str:
 
 
 def cell_label(cell: Mapping[str, Any]) -> str:
-    """``<cell id> (<framework> seed=… batch=… device=…)`` — for the sweep log and actor logs."""
-    return (f"{cell_id(cell)} ({cell['framework']['name']} seed={cell['seed']} "
+    """``<cell id> (<framework or arm> seed=… batch=… device=…)`` — for the sweep log and actor logs."""
+    return (f"{cell_id(cell)} ({arm_of(cell['framework'])} seed={cell['seed']} "
             f"batch={cell['train']['batch_size']} device={cell['device']})")
 
 
 def cell_words(cell: Mapping[str, Any]) -> str:
-    """A cell for a person: ``keras · seed 0 · batch 64 · cpu``, plus what differs from the defaults
+    """A cell for a person: ``keras · seed 0 · batch 64 · cpu`` (an arm: ``keras_jax@keras==3.14.0 · …``),
+    plus what differs from the defaults
     (``compiled``, ``pipeline native``, ``mixed_bf16``)."""
     parity, train = cell.get("parity") or {}, cell.get("train") or {}
-    words = [str(cell["framework"]["name"]), f"seed {cell['seed']}", f"batch {train.get('batch_size')}",
+    words = [arm_of(cell["framework"]), f"seed {cell['seed']}", f"batch {train.get('batch_size')}",
              str(cell["device"])]
     if parity.get("execution") not in (None, "default"):
         words.append(str(parity["execution"]))

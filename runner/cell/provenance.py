@@ -61,6 +61,23 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def pinned_versions(pins) -> dict[str, str]:
+    """The installed versions of an arm's pinned packages (``core.arms``) as THIS process sees them —
+    read where the cell runs, never taken from the pin; a package it cannot find is absent."""
+    from core.arms import pin_name
+
+    versions = {}
+    for pin in pins or ():
+        name = pin_name(str(pin))
+        if name is None:
+            continue
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
 class Stopwatch:
     """Wall-clock timer that waits for queued device work (``sync``) before reading the clock.
 

@@ -298,6 +298,7 @@ def _settings(cell: dict[str, Any], cid: str, row: dict[str, Any]) -> _Cell:
                target=train_cfg.target.words(),
                stop_at_target=bool(train_cfg.target.stop) if train_cfg.target.threshold is not None else None,
                split_design="resampled" if cell["data"].get("split_seed") is None else "fixed")
+    row["packages"] = ",".join(sorted(cell["framework"].get("packages") or ())) or None  # an arm's pins, as asked
     return c
 
 
@@ -352,7 +353,8 @@ def _adapter(c: _Cell, adapter_cache: dict | None, state: dict[str, Any]):
         adapter.set_pipeline(c.train.pipeline)  # the device copy of the images stays cached in the adapter
     state["cache_key"] = cache_key
     adapter.configure(options)
-    versions = {**provenance.library_versions(), **adapter.versions()}
+    versions = {**provenance.library_versions(), **provenance.pinned_versions(c.cell["framework"].get("packages")),
+                **adapter.versions()}
     row["versions"] = json.dumps(versions, sort_keys=True)
     row["framework_version"] = versions.get(FRAMEWORKS[name].package)
     info = adapter.device_info()

@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 from pathlib import Path
 
+from core.arms import arm_of
 from core.text import one_line
 from runner.cell.identity import cell_label
 from runner.console.logs import log_name
@@ -232,7 +233,7 @@ class ActorRecord:
     """The driver's record of one actor: its Ray handle, framework, slot and lifecycle state."""
 
     handle: Any  # Ray's actor handle
-    framework: str
+    framework: str  # the arm it runs (core.arms): a framework name, or keras_jax@keras==3.14.0
     slot: Slot
     where: dict[str, Any] = field(default_factory=dict)
     state: str = "starting"  # starting | ready | probing (restarting after a death) | dead | unusable
@@ -253,8 +254,12 @@ class ActorRecord:
 class ActorPool:
     """Reserves one bundle per slot, starts one actor per (slot, framework) in it, tracks them."""
 
-    def __init__(self, ray, slots: Sequence[Slot], runner_cfg: Mapping[str, Any], log_dir: Path | None = None) -> None:
+    def __init__(self, ray, slots: Sequence[Slot], runner_cfg: Mapping[str, Any], log_dir: Path | None = None,
+                 arm_envs: Mapping[str, Any] | None = None) -> None:
         self.ray = ray
+        #: arm → its environment (runner.planning.arms.ArmEnv), built per node before its actors start
+        self.arm_envs = dict(arm_envs or {})
+        self.pythons: dict[tuple[str, str], str] = {}  # (arm, node id) → the interpreter of its environment there
         self.log_dir = log_dir  # quiet console: each actor's output goes to <log_dir>/<framework>@<slot>.log
         self.slots = list(slots)
         self.runner_cfg = runner_cfg
@@ -293,10 +298,12 @@ class ActorPool:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         remote_cls = self.ray.remote(CellWorker)
-        framework_cfgs = {c["framework"]["name"]: c["framework"] for c in self._cells}
+        framework_cfgs = {arm_of(c["framework"]): c["framework"] for c in self._cells}
+        unbuilt = self._build_arm_envs(slots, framework_cfgs)
         new: list[ActorRecord] = []
         for slot in slots:
-            names = sorted({c["framework"]["name"] for c in self._cells if slot.accepts(c["device"])})
+            names = sorted({arm_of(c["framework"]) for c in self._cells if slot.accepts(c["device"])})
+            names = [n for n in names if (n, slot.node_id) not in unbuilt]
             if not names:
                 continue
             # One bundle per slot, pinned to its node (a hard label constraint, not a hint): Ray picks
@@ -307,20 +314,57 @@ class ActorPool:
             self.slots.append(slot)
             share = math.floor(1e4 / len(names)) / 1e4  # Ray's resource granularity is 1e-4
             for name in names:
+                runtime_env: dict[str, Any] = {"env_vars": actor_env(framework_cfgs[name], self._parity, slot.kind)}
+                if name in self.arm_envs:  # an arm with pins: its node's environment (runner.cluster.arm_envs)
+                    runtime_env["py_executable"] = self.pythons[(name, slot.node_id)]
                 options: dict[str, Any] = {
                     "max_restarts": int(self.runner_cfg.get("max_actor_restarts", 10)), "max_task_retries": 0,
-                    "runtime_env": {"env_vars": actor_env(framework_cfgs[name], self._parity, slot.kind)},
+                    "runtime_env": runtime_env,
                     "scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0),
                     "num_gpus": share if slot.kind == "gpu" else 0,
                     "num_cpus": math.floor(slot.cpus * share * 1e4) / 1e4,
                 }
                 cold = {"parity": self._parity, "device": "gpu" if slot.kind == "gpu" else "cpu"}
                 log_file = str(self.log_dir / log_name(f"{name}@{slot.label}")) if self.log_dir else None
-                handle = remote_cls.options(**options).remote(name, slot.key, cold, log_file)
+                handle = remote_cls.options(**options).remote(framework_cfgs[name]["name"], slot.key, cold, log_file)
                 record = ActorRecord(handle, name, slot)
                 self.actors.append(record)
                 new.append(record)
         return new
+
+    def _build_arm_envs(self, slots: Sequence[Slot], framework_cfgs: Mapping[str, Any]) -> set[tuple[str, str]]:
+        """Build the environments of the arms with pins on the nodes of ``slots`` (once per node; cached).
+
+        At the start of a sweep a failure stops it (``SweepError`` naming the arm, the pin, the node and
+        uv's cause), before any cell runs; for a node that joins later it is logged and that node runs
+        none of the arm's cells. Returns the (arm, node) pairs left without an environment."""
+        from runner.cluster import arm_envs
+
+        unresolved = sorted(a for a, cfg in framework_cfgs.items() if cfg.get("packages") and a not in self.arm_envs)
+        if unresolved:  # never run pinned cells in the base environment under the pins' name
+            raise SweepError(f"arms {unresolved} have no environment: their pins were not resolved "
+                             "(runner.planning.checks.check_sweep resolves them before Ray starts)")
+        wanted = {a: self.arm_envs[a] for a in framework_cfgs if a in self.arm_envs}
+        nodes = {s.node_id: f"{s.host} ({s.node_ip}, id {s.node_id[:12]})" for s in slots
+                 if any(s.accepts(c["device"]) and arm_of(c["framework"]) in wanted for c in self._cells)}
+        todo = {a: e for a, e in wanted.items() if any((a, n) not in self.pythons for n in nodes)}
+        if not todo or not nodes:
+            return set()
+        t0 = time.time()
+        timeout = float(self.runner_cfg.get("arm_env_timeout_s", 900))
+        built, failed = arm_envs.prepare(self.ray, todo, nodes, timeout)
+        self.pythons.update(built)
+        if failed and not self.actors:  # the sweep's start: stop before any cell runs
+            raise SweepError(arm_envs.failure_message(failed, todo, nodes))
+        for line in arm_envs.failure_message(failed, todo, nodes).split("; ") if failed else []:
+            log.error("%s — that node runs none of the arm's cells", line)
+        if built:
+            ready_nodes = {n for _, n in built}
+            log.info("arm environments ready: %s (%.1f s)", ", ".join(sorted(f"{a} on {nodes[n]}" for a, n in built)),
+                     time.time() - t0, extra={"console": f"environments ready: {', '.join(sorted({a for a, _ in built}))} "
+                                                         f"on {len(ready_nodes)} node{'s' if len(ready_nodes) != 1 else ''} "
+                                                         f"({time.time() - t0:.0f} s)"})
+        return set(failed)
 
     def _wait_placed(self, actors: Sequence[ActorRecord]) -> None:
         timeout = float(self.runner_cfg.get("actor_start_timeout_s", 600))

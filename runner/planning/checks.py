@@ -1,7 +1,9 @@
 """Every check of a sweep's input, in one place, before Ray starts (exit 2, one line, nothing written).
 
 1. The schemas (``core.config.validate``): unknown keys, types, ranges, choices of every group.
-2. The grid (``runner.planning.grid.plan``): axes, options of the model/data/framework axes, device words.
+2. The grid (``runner.planning.grid.plan``): axes, options of the model/data/framework axes, device words;
+   the arms with package pins resolved against the base environment (``runner.planning.arms``: a pin
+   that cannot be installed — no such release, no network — names the arm and the pin).
 3. Across groups: each model fits each dataset's image size (the spec's own error), and — with the
    data prepared on the driver (decoded once into the shared cache the cells read anyway) — the
    data path exists, holds >= 2 classes and no unreadable image (``data.on_corrupt=error``), and
@@ -19,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from core.config import ConfigError, validate
 from core.errors import DataError
+from runner.planning import arms as armlib
 from runner.planning import grid as gridlib
 from runner.errors import GridError
 
@@ -37,6 +40,7 @@ def check_sweep(cfg: Any, *, data: bool = True) -> gridlib.GridPlan:
     """All checks of a sweep; returns its validated plan. ``data=False`` skips preparing the data."""
     check_config(cfg)
     plan = gridlib.plan(cfg)
+    plan.arm_envs = armlib.resolve_arms(plan.arms())
     datas = [plan.options["data"][d] for d in plan.axes["data"]] if "data" in plan.axes else [plan.base["data"]]
     models = [plan.options["model"][m] for m in plan.axes["model"]] if "model" in plan.axes else [plan.base["model"]]
     for data_cfg in datas:

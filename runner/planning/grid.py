@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from core.arms import ArmError, arm_text, parse_arm
 from core.config import GRID_AXES
 from runner import CONF_DIR
 from runner.errors import GridError
@@ -94,7 +95,13 @@ def read_axes(grid: Any) -> dict[str, list[Any]]:
 
 
 def _check_value(axis: str, v: Any) -> Any:
-    """Values the schema cannot know: config-group options (``conf/<axis>/``) and device words."""
+    """Values the schema cannot know: config-group options (``conf/<axis>/``) and device words. A
+    framework value may be an arm, ``<framework>@<pins>`` (``core.arms``): written back in its one form."""
+    if axis == "framework" and "@" in str(v):
+        try:
+            return arm_text(*parse_arm(v))
+        except ArmError as exc:
+            raise GridError(str(exc)) from None
     if axis in ("framework", "model", "data", "pipeline"):
         if str(v) not in choices(axis):
             raise GridError(f"grid.{axis}: unknown {axis} {v!r}; choose from {choices(axis)}")
@@ -176,7 +183,10 @@ class GridPlan:
 
     axes: dict[str, list[Any]]
     base: dict[str, Any]  # data, model, framework, parity, train (resolved, plain)
-    options: dict[str, dict[str, dict[str, Any]]]  # group → option name → resolved node
+    options: dict[str, dict[str, dict[str, Any]]]  # group → option name (framework: arm) → resolved node
+    #: Arms with package pins → what their environment installs (``runner.planning.arms.ArmEnv``), filled
+    #: by ``runner.planning.checks.check_sweep``; the actors of such an arm run in that environment.
+    arm_envs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def device_values(self) -> list[str]:
@@ -184,7 +194,13 @@ class GridPlan:
 
     @property
     def frameworks(self) -> list[str]:
+        """The framework axis: names and arms (``keras_jax@keras==3.14.0``)."""
         return list(self.axes["framework"])
+
+    def arms(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """``{arm: (framework name, pins)}`` of the framework axis (pins empty: the base environment)."""
+        pins = {v: tuple(sorted(node.get("packages") or ())) for v, node in self.options["framework"].items()}
+        return {arm_text(node["name"], pins[v]): (node["name"], pins[v]) for v, node in self.options["framework"].items()}
 
     def size(self, devices: Sequence[str] | None = None) -> int:
         n = 1
@@ -214,6 +230,8 @@ class GridPlan:
     def _cell(self, point: Mapping[str, Any]) -> dict[str, Any]:
         cell = copy.deepcopy(self.base)
         cell["framework"] = copy.deepcopy(self.options["framework"][point["framework"]])
+        if not cell["framework"].get("packages"):  # the base environment: no key, so its cell ids stay as they were
+            cell["framework"].pop("packages", None)
         if "model" in point:
             cell["model"] = copy.deepcopy(self.options["model"][point["model"]])
         if "data" in point:
@@ -255,17 +273,27 @@ def plan(cfg: Any) -> GridPlan:
     if "tf32" in axes.get("precision", [base["parity"].get("precision")]) and "cpu" in axes["device"]:
         raise GridError("precision=tf32 needs a GPU but grid.device includes cpu; drop one of them")
     options: dict[str, dict[str, dict[str, Any]]] = {
-        "framework": {f: _option_from_config("framework", f, base["framework"], base["framework"].get("name"))
-                      for f in axes["framework"]},
+        "framework": {f: _arm_option(f, base["framework"]) for f in axes["framework"]},
         "model": {m: _option_from_config("model", m, base["model"], model_name(base["model"]))
                   for m in axes.get("model", [])},
         "data": {d: _option_from_config("data", d, base["data"], base["data"].get("name"))
                  for d in axes.get("data", [])},
     }
     for f, node in options["framework"].items():
-        if node.get("name") != f:
-            raise GridError(f"conf/framework/{f}.yaml: its name is {node.get('name')!r}, expected {f!r}")
+        name = parse_arm(f)[0]
+        if node.get("name") != name:
+            raise GridError(f"conf/framework/{name}.yaml: its name is {node.get('name')!r}, expected {name!r}")
     return GridPlan(axes=axes, base=base, options=options)
+
+
+def _arm_option(value: str, composed: Mapping[str, Any]) -> dict[str, Any]:
+    """The framework node of a grid value: the framework's option, with the arm's pins as ``packages``
+    (a plain name keeps what the option has: ``framework.packages`` of the selected one, else none)."""
+    name, pins = parse_arm(value)
+    node = _option_from_config("framework", name, composed, composed.get("name"))
+    if pins:
+        node["packages"] = list(pins)
+    return node
 
 
 # ---------------------------------------------------------------------------------------------

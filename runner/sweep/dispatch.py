@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from core.arms import arm_of
 from core.text import one_line
 from runner.planning import grid as gridlib
 from runner.store import fragments as results
@@ -87,7 +88,7 @@ class Dispatcher:
         self.last_result: float | None = None
         self.state = ProgressState(total=len(self.queue), slots=len(pool.slots))
         for q in self.queue:
-            self.state.queued(q.cell["framework"]["name"])
+            self.state.queued(arm_of(q.cell["framework"]))
 
     @property
     def slots(self) -> list[Slot]:
@@ -187,7 +188,7 @@ class Dispatcher:
 
     def _candidates(self, item: _Queued) -> list[ActorRecord]:
         """The actors that may run ``item``: on its condition's slot if pinned (see the module doc)."""
-        fw, device = item.cell["framework"]["name"], item.cell["device"]
+        fw, device = arm_of(item.cell["framework"]), item.cell["device"]  # an arm runs on its own actors
         able = [a for a in self.pool.actors if a.usable and a.framework == fw and a.slot.accepts(device)]
         pin = self.pinned.get(self.condition[item.cell_id])
         if pin is None:
@@ -209,7 +210,7 @@ class Dispatcher:
                 self.queue.remove(item)
                 lost = "; ".join(self.pool.lost.values())
                 self._record_failure(item, None, None, "no live actor for framework "
-                                     f"{item.cell['framework']['name']} on device {item.cell['device']}"
+                                     f"{arm_of(item.cell['framework'])} on device {item.cell['device']}"
                                      + (f" ({lost})" if lost else "") + ": "
                                      + ("; ".join(item.errors[-1:]) or "never started"))
                 continue
@@ -238,7 +239,7 @@ class Dispatcher:
             log.warning("re-running %s on %s: %s", done.cell_id, slot.label, done.errors[-1])
             self.finished.remove(done.cell_id)
             self.state.total += 1
-            self.state.queued(done.cell["framework"]["name"])
+            self.state.queued(arm_of(done.cell["framework"]))
             self.queue.insert(0, done)
 
     def _start(self, item: _Queued, actor: ActorRecord) -> None:
@@ -294,7 +295,7 @@ class Dispatcher:
             self.state.done_ok += 1
         else:
             self.state.failed += 1
-        self.state.finished(item.cell["framework"]["name"], run.actor.label, seconds)
+        self.state.finished(arm_of(item.cell["framework"]), run.actor.label, seconds)
         log.info("finish %s on %s: %s in %.1fs%s", cell_label(item.cell), run.actor.label, out["status"], seconds,
                  f" — {out['error']}" if out.get("error") else "",
                  extra={"console": f"{out['status']:<7} {cell_words(item.cell)} in {seconds:.1f} s{self._progress_words()}"
@@ -340,7 +341,7 @@ class Dispatcher:
         results.write_fragment(self.out_dir, item.cell_id, {"runs": [row]}, metadata={"sweep_id": self.sweep_id})
         self.finished.append(item.cell_id)
         self.state.failed += 1
-        self.state.finished(item.cell["framework"]["name"], run.actor.label if run else "", seconds)
+        self.state.finished(arm_of(item.cell["framework"]), run.actor.label if run else "", seconds)
         log.error("finish %s: failed — %s", cell_label(item.cell), _squash(error, 300),
                   extra={"console": f"failed  {cell_words(item.cell)}{self._progress_words()} — {_squash(error, 200)}"})
 
@@ -370,6 +371,7 @@ def failed_row(cell: Mapping[str, Any], sweep_id: str, error: str, tb: str, atte
     return {
         "sweep_id": sweep_id, "cell_id": cell_id(cell), "config_hash": config_hash(cell),
         "framework": cell["framework"].get("name"), "backend": cell["framework"].get("backend"),
+        "packages": ",".join(sorted(cell["framework"].get("packages") or ())) or None,
         "model": gridlib.model_name(cell["model"]), "data": cell["data"].get("name"),
         "seed": int(cell["seed"]), "batch_size": int(cell["train"]["batch_size"]),
         "epochs": cell["train"].get("epochs"), "device": str(cell["device"]),

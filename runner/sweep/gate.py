@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from core.arms import arm_of
 from core.gate import GateCheck, GateRecord
 from core.registry import FRAMEWORKS
 from core.text import one_line
@@ -25,10 +26,11 @@ GATE_SKIP = {n for n, f in FRAMEWORKS.items() if not f.real}
 
 def run_gate(ray, actors: Sequence[ActorRecord], cells: Sequence[Mapping[str, Any]], cfg: DictConfig,
              runner_cfg: Mapping[str, Any]) -> GateRecord:
-    """One check per distinct (model, data) of ``cells``, over their real frameworks."""
-    names = {c["framework"]["name"] for c in cells}
-    frameworks = sorted(names - GATE_SKIP)
-    stand_ins = sorted(names & GATE_SKIP)
+    """One check per distinct (model, data) of ``cells``, over their real frameworks — each arm (a
+    framework at other package versions, ``core.arms``) in its own actor, so versions are checked too."""
+    names = {arm_of(c["framework"]): c["framework"]["name"] for c in cells}
+    frameworks = sorted(a for a, n in names.items() if n not in GATE_SKIP)
+    stand_ins = sorted(a for a, n in names.items() if n in GATE_SKIP)
     unchecked = f"; not checked: {', '.join(stand_ins)} (stand-ins that build no model spec)" if stand_ins else ""
     record = GateRecord.new(frameworks)
     if len(frameworks) < 2:

@@ -190,7 +190,8 @@ def _run_on_cluster(session: RaySession, sweep: OpenSweep, outcome: SweepOutcome
         return
     todo_devices = {c["device"] for c in todo}
     log_dir = None if console.verbose(runner_cfg) else sweep.out_dir / console.LOGS_DIR
-    pool = ActorPool(ray, [s for s in slots if any(s.accepts(d) for d in todo_devices)], runner_cfg, log_dir=log_dir)
+    pool = ActorPool(ray, [s for s in slots if any(s.accepts(d) for d in todo_devices)], runner_cfg, log_dir=log_dir,
+                     arm_envs=sweep.plan.arm_envs)
     dispatcher = Dispatcher(pool, todo, runner_cfg, sweep.sweep_id, sweep.out_dir, found.env["git_sha"])
     extra: list[Dispatcher] = []
     try:
