@@ -207,7 +207,7 @@ def test_placement_and_pairs_on_one_gpu(cluster, tmp_path):
     assert proc.returncode == 0, proc.stdout[-6000:]
     df = runs(tmp_path / "out")
     assert len(df) == 8 and set(df.status) == {"ok"}
-    assert "on 4 slot(s)" in proc.stdout  # two GPUs on each worker; the 0-CPU head has no slot
+    assert "on 4 slots" in proc.stdout  # two GPUs on each worker; the 0-CPU head has no slot
     # Placement: both typed workers ran cells, each cell on one GPU bundle of one node, facts in the row.
     assert set(df.accelerator_type) == {"H100", "A100"} and df.node_id.nunique() == 2
     # node_ip: the node's address as the cluster reports it (Ray 2.60 reports the machine's address even
