@@ -34,6 +34,8 @@ What is timed, and how (every clock read is preceded by ``adapter.sync()``):
   p50/p90/p99 and throughput median/p10/p90 (from per-call times) and the call counts are recorded.
 - Peak host RSS is per cell where Linux allows a reset (see ``runner/cell/provenance.py``); peak device
   memory is the adapter's framework-native counter, reset at the start of the cell (``None`` on CPU).
+- Deployment (``train.deploy``) comes last, after every measurement above: export, a fresh serving process per
+  artifact, the equality check, served timings → ``deployments`` rows (``runner/cell/deploy.py``).
 """
 from __future__ import annotations
 
@@ -139,6 +141,7 @@ def run_cell(cell: Mapping[str, Any], *, sweep_id: str = "", context: Mapping[st
     row: dict[str, Any] = {"sweep_id": sweep_id, "start_time": start_time}
     epoch_rows: list[dict[str, Any]] = []
     prediction_rows: list[dict[str, Any]] = []
+    deployment_rows: list[dict[str, Any]] = []  # runner.cell.deploy (train.deploy)
     notes: list[str] = []
     state: dict[str, Any] = {}  # what _run got as far as (the adapter cache key)
     # A config too broken to hash still gets a (stable) id, so its failed row can be stored.
@@ -148,7 +151,7 @@ def run_cell(cell: Mapping[str, Any], *, sweep_id: str = "", context: Mapping[st
         row["cell_id"] = cid = cell_id(cell)
         row["config_hash"] = config_hash(cell)
         _fill_context(row, context or {})
-        _run(cell, cid, row, epoch_rows, prediction_rows, notes, adapter_cache, state)
+        _run(cell, cid, row, epoch_rows, prediction_rows, notes, adapter_cache, state, deployment_rows)
         row["status"] = "ok"
     except CellSkipped as exc:
         row.update(status="skipped", error=str(exc))
@@ -157,6 +160,7 @@ def run_cell(cell: Mapping[str, Any], *, sweep_id: str = "", context: Mapping[st
         row.update(status="failed", error=one_line(exc), traceback=traceback.format_exc())
         epoch_rows.clear()  # partial epochs/predictions of a failed cell would look like results
         prediction_rows.clear()
+        deployment_rows.clear()
         if adapter_cache is not None and "cache_key" in state:  # a half-built adapter must not serve the next cell
             adapter_cache.pop(state["cache_key"], None)
         log.error("cell %s failed: %s", row["cell_id"], row["error"])
@@ -165,7 +169,8 @@ def run_cell(cell: Mapping[str, Any], *, sweep_id: str = "", context: Mapping[st
     row.setdefault("git_sha", provenance.git_sha())
     row = {name: row.get(name) for name in RUNS_SCHEMA.names}  # every column present, schema order
     return CellResult(cell_id=row["cell_id"], status=row["status"], error=row.get("error"), notes=notes,
-                      tables={"runs": [row], "epochs": epoch_rows, "predictions": prediction_rows})
+                      tables={"runs": [row], "epochs": epoch_rows, "predictions": prediction_rows,
+                              "deployments": deployment_rows})
 
 
 def _fill_context(row: dict[str, Any], context: Mapping[str, Any]) -> None:
@@ -189,7 +194,7 @@ class _Cell:
 
 
 def _run(cell: dict[str, Any], cid: str, row: dict[str, Any], epoch_rows: list, prediction_rows: list,
-         notes: list, adapter_cache: dict | None, state: dict[str, Any]) -> None:
+         notes: list, adapter_cache: dict | None, state: dict[str, Any], deployment_rows: list | None = None) -> None:
     """The cell's steps in order; each fills its columns of ``row`` (see the module doc for the timing)."""
     import runner.data as data
 
@@ -208,6 +213,12 @@ def _run(cell: dict[str, Any], cid: str, row: dict[str, Any], epoch_rows: list, 
     row["peak_host_rss_mib"] = provenance.peak_rss_mib()
     peak_device = adapter.peak_device_memory_bytes()
     row["peak_device_memory_mib"] = None if peak_device is None else peak_device / 2**20
+    if deployment_rows is not None and c.train.deploy.enabled:  # after every in-framework measurement
+        from runner.cell.deploy import deploy
+
+        deployment_rows.extend(deploy(adapter, ds, prediction_rows, train=c.train, precision=c.parity.precision,
+                                      cpu_threads=c.parity.cpu_threads, device_kind=row.get("device_kind") or "cpu",
+                                      identity=row))
 
 
 def _settings(cell: dict[str, Any], cid: str, row: dict[str, Any]) -> _Cell:
@@ -387,22 +398,10 @@ def timed_calls(adapter, batch, settings: InferenceConfig) -> np.ndarray:
     """Seconds of each timed ``adapter.infer(batch)`` call (clock read after ``sync``), after
     ``warmup_calls`` untimed ones; calls continue until ``min_calls`` and ``min_seconds`` are both
     reached, or ``max_seconds`` has passed (at least one call is always timed)."""
-    import time
+    from core.timing import timed_calls as repeat  # the one rule, shared with frameworks.serving
 
-    for _ in range(settings.warmup_calls):
-        adapter.infer(batch)
-    adapter.sync()
-    times: list[float] = []
-    total = 0.0
-    while True:
-        t0 = time.perf_counter()
-        adapter.infer(batch)
-        adapter.sync()
-        times.append(time.perf_counter() - t0)
-        total += times[-1]
-        enough = len(times) >= settings.min_calls and total >= settings.min_seconds
-        if enough or total >= settings.max_seconds:
-            return np.asarray(times)
+    return repeat(lambda: adapter.infer(batch), warmup_calls=settings.warmup_calls, min_calls=settings.min_calls,
+                  min_seconds=settings.min_seconds, max_seconds=settings.max_seconds, sync=adapter.sync)
 
 
 def _latency(adapter, ds, test_idx: np.ndarray, settings: InferenceConfig) -> dict[str, float | int]:
