@@ -1,7 +1,8 @@
 """Read one or more sweep directories into DataFrames, refusing anything this analysis does not know.
 
-A sweep directory holds ``runs.parquet`` (required), ``epochs.parquet`` and ``predictions.parquet``
-(optional: their report sections then say "not available"), and ``parity_gate.json`` (optional).
+A sweep directory holds ``runs.parquet`` (required), ``epochs.parquet``, ``predictions.parquet`` and
+``deployments.parquet`` (optional: their report sections then say "not available"), and ``parity_gate.json``
+(optional).
 A sweep that crashed before consolidating is read from its per-cell ``fragments/`` instead.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "runs": ("cell_id", "framework", "seed", "status", "error", *CONDITION_COLUMNS),
     "epochs": ("cell_id", "framework", "seed", "epoch"),
     "predictions": ("cell_id", "sample_index", "y_true", "y_pred"),
+    "deployments": ("cell_id", "framework", "seed", "format", "runtime", "status"),
 }
 
 
@@ -46,6 +48,7 @@ class Results:
     predictions: pd.DataFrame | None  # without scores
     scores: np.ndarray | None  # (len(predictions), classes) float32, aligned with ``predictions``
     notes: list[str] = field(default_factory=list)
+    deployments: pd.DataFrame | None = None  # every row (ok, failed, skipped); None when no sweep deployed
 
     @property
     def ok_runs(self) -> pd.DataFrame:
@@ -142,7 +145,7 @@ def load_results(dirs: list[str | Path]) -> Results:
     if not dirs:
         raise AnalysisError("no results directory given")
     sweeps: list[SweepDir] = []
-    runs_frames, epoch_frames, pred_frames, score_parts = [], [], [], []
+    runs_frames, epoch_frames, pred_frames, score_parts, deploy_frames = [], [], [], [], []
     notes: list[str] = []
     for raw in dirs:
         root = Path(raw)
@@ -170,6 +173,9 @@ def load_results(dirs: list[str | Path]) -> Results:
             frame_p, scores = _predictions_frame(preds, str(root), notes)
             pred_frames.append(frame_p)
             score_parts.append(scores)
+        deployments, _, _ = _load_table(root, "deployments")
+        if deployments is not None and deployments.num_rows:
+            deploy_frames.append(deployments.to_pandas())
 
     runs_all = pd.concat(runs_frames, ignore_index=True)
     dup = runs_all.duplicated("cell_id", keep="last")
@@ -190,7 +196,11 @@ def load_results(dirs: list[str | Path]) -> Results:
     epochs_all = None
     if epoch_frames:
         epochs_all = pd.concat(epoch_frames, ignore_index=True).drop_duplicates(["cell_id", "epoch"], keep="last")
-    return Results(sweeps, runs_all, epochs_all, predictions, scores, notes)
+    deployments_all = None
+    if deploy_frames:
+        deployments_all = pd.concat(deploy_frames, ignore_index=True).drop_duplicates(
+            ["cell_id", "format", "runtime"], keep="last").reset_index(drop=True)
+    return Results(sweeps, runs_all, epochs_all, predictions, scores, notes, deployments_all)
 
 
 def require_ok(results: Results) -> None:

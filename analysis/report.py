@@ -604,6 +604,9 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
     from analysis import plots  # matplotlib only once the input is known to be usable
     ok = results.ok_runs.reset_index(drop=True)
     summary, conditions, notes = summarize(ok, opts, results.predictions, epochs=results.epochs)
+    from analysis.deploy import deploy_section  # deployments.parquet: its rows and the Deploys section
+
+    deploys = deploy_section(results, summary, conditions, opts)
     notes = results.notes + notes
     warnings = [n[len(WARNING_PREFIX):] for n in notes if n.startswith(WARNING_PREFIX)]
     notes = [n for n in notes if not n.startswith(WARNING_PREFIX)]
@@ -654,6 +657,7 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
         "failed": failed,
         "dx": dx_table(ok, Path(source_root) if source_root else PROJECT_ROOT),
         "env": _environment(results),
+        "deploys": deploys.context,
     }
     html = render_html(context)
 
@@ -665,7 +669,8 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
     targets = {"summary": out / "summary.parquet", "report": out / "report.html"}
     try:
         with atomic_path(targets["summary"]) as summary_tmp, atomic_path(targets["report"]) as report_tmp:
-            pq.write_table(_summary_table(summary), summary_tmp)
+            pq.write_table(_summary_table(pd.concat([summary, deploys.summary], ignore_index=True)
+                                          if len(deploys.summary) else summary), summary_tmp)
             report_tmp.write_text(html, encoding="utf-8")
     except OSError as exc:
         raise AnalysisError(f"{out}: cannot write the report ({exc})") from None
