@@ -24,7 +24,7 @@ from analysis.load import Results
 from analysis.metrics import CONDITION_COLUMNS, DEPLOY_METRICS, METRICS, framework_sort_key
 from analysis.options import AnalysisOptions
 from analysis.summary import WARNING_PREFIX, summarize
-from core.registry import DEPLOY_FORMATS
+from core.registry import DEPLOY_FORMATS, DX_ASPECTS
 
 #: The ``deployment`` of the rows that pair each framework in its own serving format.
 NATIVE = "native"
@@ -36,7 +36,7 @@ TABLE_METRICS = ("served_latency_p50_ms", "served_throughput_images_per_second",
                  "argmax_agreement", "max_abs_prob_diff")
 #: Pair rows shown per deployment (the rest are in summary.parquet).
 PAIR_METRICS = ("served_latency_p50_ms", "served_throughput_images_per_second", "load_seconds", "artifact_mib",
-                "serving_peak_rss_mib", "argmax_agreement")
+                "serving_peak_rss_mib", "argmax_agreement", "max_abs_prob_diff")
 
 
 @dataclass
@@ -118,13 +118,13 @@ def summarize_deployments(results: Results, conditions: pd.DataFrame, options: A
     frame = deployment_frame(results)
     if not len(frame):
         return pd.DataFrame(), []
-    groups: list[tuple[str, pd.DataFrame]] = []
+    # Order: the common runtime, each framework in its own format, then every format on its own.
     order = {name: i for i, name in enumerate(DEPLOY_FORMATS)}
-    for (fmt, runtime), grp in sorted(frame.groupby(["format", "runtime"]), key=lambda kv: order.get(kv[0][0], 99)):
-        groups.append((deployment_name(fmt, runtime), grp))
+    groups = [(deployment_name(fmt, runtime), grp) for (fmt, runtime), grp in frame.groupby(["format", "runtime"])]
     native = frame[frame["role"] == "native"]
     if native["framework"].nunique() > 1:
         groups.append((NATIVE, native))
+    groups.sort(key=lambda g: (g[0] != COMMON, g[0] != NATIVE, order.get(g[0].split(" · ")[0], 99)))
     main_ids = dict(zip(_condition_key(conditions), conditions["condition_id"]))
     main_labels = dict(zip(conditions["condition_id"], conditions["condition"]))
     parts, notes = [], []
@@ -330,6 +330,33 @@ def deploy_section(results: Results, main_summary: pd.DataFrame, conditions: pd.
                "exporters": _exporters(dep), "threads": _threads(dep), "imports": _imports(dep), "notes": notes,
                "limits": _limits(dep)}
     return DeploySection(rows, context)
+
+
+def add_deploy_evidence(dx: dict[str, Any], results: Results) -> None:
+    """The developer-experience table's "Ecosystem & deployment" row gets what was measured: per format, how many
+    cells exported and proved equal, and the median served latency (or why the format was skipped)."""
+    dep = results.deployments
+    if dep is None or not len(dep):
+        return
+    dep = dep[dep["cell_id"].isin(set(results.ok_runs["cell_id"]))]
+    order = list(DEPLOY_FORMATS)
+    for row in dx.get("rows", []):
+        if row["aspect"] != DX_ASPECTS["ecosystem"]:
+            continue
+        for fw, cell in zip(dx["frameworks"], row["cells"]):
+            mine = dep[dep["framework"] == fw["name"]]
+            parts = []
+            for fmt in sorted(mine["format"].unique(), key=lambda f: order.index(f) if f in order else 99):
+                grp = mine[mine["format"] == fmt]
+                ok = grp[grp["status"] == "ok"]
+                if len(ok):
+                    parts.append(f"{fmt} ok {len(ok)}/{len(grp)} (served p50 {_num(ok['served_latency_p50_ms'].median())} ms)")
+                elif (grp["status"] == "skipped").all():
+                    parts.append(f"{fmt} skipped")
+                else:
+                    parts.append(f"{fmt} failed {len(grp)}/{len(grp)}")
+            if parts:
+                cell["measured"] += "; deployed: " + ", ".join(parts)
 
 
 def _limits(dep: pd.DataFrame) -> str:

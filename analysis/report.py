@@ -604,7 +604,7 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
     from analysis import plots  # matplotlib only once the input is known to be usable
     ok = results.ok_runs.reset_index(drop=True)
     summary, conditions, notes = summarize(ok, opts, results.predictions, epochs=results.epochs)
-    from analysis.deploy import deploy_section  # deployments.parquet: its rows and the Deploys section
+    from analysis.deploy import add_deploy_evidence, deploy_section  # deployments.parquet: rows, Deploys section
 
     deploys = deploy_section(results, summary, conditions, opts)
     notes = results.notes + notes
@@ -659,6 +659,7 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
         "env": _environment(results),
         "deploys": deploys.context,
     }
+    add_deploy_evidence(context["dx"], results)  # the DX table's "Ecosystem & deployment" row, measured
     html = render_html(context)
 
     out = Path(out_dir)

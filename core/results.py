@@ -240,6 +240,8 @@ COLUMN_DOCS: dict[str, tuple[str, str]] = {
     "load_seconds": ("s", "cold load: reading the artifact into a ready session in the fresh process (after the "
                           "runtime import)"),
     "first_call_ms": ("ms", "the first batch-1 prediction after the load (lazy initialisation included)"),
+    "serving_process_seconds": ("s", "wall time of the whole serving process as the runner saw it (interpreter start, "
+                                     "runtime import, load, equality run, timed calls): what checking this format cost"),
     "max_abs_prob_diff": ("fraction", "max |Δ probability| over test samples and classes between the served "
                                       "artifact and the trained model (predictions.parquet)"),
     "argmax_agreement": ("fraction", "share of test samples where the served artifact and the trained model "
@@ -252,8 +254,8 @@ COLUMN_DOCS: dict[str, tuple[str, str]] = {
     "served_latency_p90_ms": ("ms", "served latency at batch 1, 90th percentile"),
     "served_latency_p99_ms": ("ms", "served latency at batch 1, 99th percentile"),
     "served_latency_calls": ("count", "timed batch-1 calls behind the served latency (repeats driven by time)"),
-    "served_throughput_images_per_second": ("images/s", "served throughput at throughput_batch_size, median over "
-                                                        "timed calls"),
+    "served_throughput_images_per_second": ("images/s", "served throughput at throughput_batch_size (the cell's batch "
+                                                        "size), median over timed calls"),
     "served_throughput_images_per_second_p10": ("images/s", "served throughput, 10th percentile over timed calls"),
     "served_throughput_images_per_second_p90": ("images/s", "served throughput, 90th percentile over timed calls"),
     "served_throughput_calls": ("count", "timed calls behind the served throughput"),
@@ -268,7 +270,8 @@ _TABLE_DOCS: dict[tuple[str, str], tuple[str, str]] = {
     ("deployments", "error"): ("none", "why the deployment failed or was skipped (one line)"),
     ("deployments", "traceback"): ("none", "traceback (export failure) or the serving process's last output lines"),
     ("deployments", "test_samples"): ("count", "test images the artifact predicted for the equality check"),
-    ("deployments", "throughput_batch_size"): ("images", "batch size of the served throughput (train.throughput_batch_size)"),
+    ("deployments", "throughput_batch_size"): ("images", "batch size of the served throughput: the cell's batch size "
+                                                         "(train.batch_size)"),
 }
 
 
@@ -339,6 +342,7 @@ DEPLOYMENTS_SCHEMA = _described("deployments", [
     ("runtime_import_seconds", pa.float64()),
     ("load_seconds", pa.float64()),
     ("first_call_ms", pa.float64()),
+    ("serving_process_seconds", pa.float64()),
     ("test_samples", pa.int64()),
     ("max_abs_prob_diff", pa.float64()),
     ("argmax_agreement", pa.float64()),

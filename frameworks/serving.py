@@ -5,7 +5,7 @@ process that holds no training objects and imports only the artifact's runtime (
 trained it, where the runtime does not need it: ONNX Runtime and LiteRT serve without TensorFlow, torch or
 JAX). The process writes the probabilities it predicted for the test images (``probs_out``, compared with the
 trained model's own by the runner) and a JSON result (``result_out``): the runtime's import and cold-load
-seconds, the first call, latency at batch 1 and throughput at the cell's throughput batch size under the same
+seconds, the first call, latency at batch 1 and throughput at the requested batch size (the cell's) under the same
 repeat rule as in-framework inference (``core.timing.timed_calls``, ``train.inference``), its peak RSS, and
 which deep-learning modules it had loaded.
 

@@ -572,3 +572,10 @@ def test_a_sweep_without_deployments_says_how_to_get_them(built):
     assert "deploy=onnx" in section[:2000] and "not available" not in section[:200]
     summary = pd.read_parquet(built[2]["summary"])
     assert summary["deployment"].isna().all()
+
+
+def test_the_developer_experience_ecosystem_row_shows_what_deployed(deployed):
+    html = deployed[2]
+    dx = html[html.index('id="dx"'):html.index("</section>", html.index('id="dx"'))]
+    assert "deployed: tf_saved_model ok 4/4 (served p50" in dx and "litert failed" not in dx
+    assert "deployed: torch_export ok 4/4" in dx and "litert skipped" in dx

@@ -44,7 +44,7 @@ def test_a_cell_exports_serves_each_artifact_in_a_fresh_process_and_proves_it_eq
         assert row["test_samples"] == len(predictions)
         assert row["runtime_threads"] == result.run["cpu_threads"] == 2  # the threads training had
         assert row["served_latency_calls"] >= 2 and row["served_throughput_calls"] >= 2  # train.inference.min_calls
-        assert row["throughput_batch_size"] == result.run["throughput_batch_size"]
+        assert row["throughput_batch_size"] == result.run["batch_size"]  # the cell's batch size
         assert row["served_latency_p50_ms"] > 0 and row["served_throughput_images_per_second"] > 0
         assert row["artifact_mib"] > 0 and row["export_seconds"] >= 0 and row["load_seconds"] >= 0
         assert 0 < row["serving_peak_rss_mib"] < 500  # its own process's peak (not the runner's, inherited)
@@ -83,6 +83,15 @@ def test_formats_off_and_a_precision_the_check_does_not_cover():
     assert rows == {}
     _, rows = _cell("parity.precision=tf32")
     assert {r["status"] for r in rows.values()} == {"skipped"} and "fp32" in rows["onnx"]["error"]
+
+
+def test_a_bad_deploy_setting_is_refused_naming_the_key():
+    from core.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=r"train.deploy.formats: 'saved_model' is not one of \['tf_saved_model'"):
+        validate(compose_cfg(["train.deploy.formats=[saved_model]"]))
+    with pytest.raises(ConfigError, match="train.deploy.max_abs_prob_diff: must be > 0"):
+        validate(compose_cfg(["train.deploy.max_abs_prob_diff=0"]))
 
 
 def test_the_check_by_hand():

@@ -11,7 +11,8 @@ disturb them), when ``train.deploy.enabled``. For each deployment format the ada
    an exception is a ``failed`` row with its traceback, and the next format goes on;
 3. ``python -m frameworks.serving`` in a new process (the project's own interpreter, no training objects,
    only the runtime imported): cold load, first call, the test split's probabilities, batch-1 latency and
-   batched throughput under the cell's ``train.inference`` repeat rule, peak RSS, the modules it loaded;
+   throughput at the cell's batch size (``train.batch_size``) under the cell's ``train.inference`` repeat rule,
+   peak RSS, the modules it loaded;
    a crash, a non-zero exit or ``train.deploy.timeout_s`` is a ``failed`` row with the process's last lines;
 4. the check: the served probabilities against the trained model's own (the cell's ``predictions`` rows):
    max |Δ probability| ≤ ``max_abs_prob_diff`` and the same arg-max on ≥ ``min_argmax_agreement`` of the
@@ -136,11 +137,13 @@ def _one_format(row: dict[str, Any], adapter: Any, work: Path, images: Path, tra
                "binary": int(ds.num_classes) == 2, "images": str(images),
                "mean": np.asarray(ds.mean, np.float64).tolist(), "std": np.asarray(ds.std, np.float64).tolist(),
                "threads": cpu_threads, "device": device_kind, "inference": _rules(train),
-               "throughput_batch_size": train.throughput_batch_size, "eval_batch_size": train.eval_batch_size,
+               "throughput_batch_size": train.batch_size, "eval_batch_size": train.eval_batch_size,
                "probs_out": str(where / "served_probs.npy"), "result_out": str(where / "served.json"),
                "watch_modules": sorted(FRAMEWORK_ONLY_MODULES)}
     try:
-        result = serve_in_fresh_process(request, work / f"{fmt}.request.json", train.deploy.timeout_s)
+        with provenance.Stopwatch() as process_sw:
+            result = serve_in_fresh_process(request, work / f"{fmt}.request.json", train.deploy.timeout_s)
+        row["serving_process_seconds"] = process_sw.seconds
         served = np.load(request["probs_out"])
     except (ServingError, OSError, ValueError) as exc:
         row.update(status="failed", error=f"serving failed: {one_line(exc)}",
