@@ -263,12 +263,30 @@ def _peak_rss_mib() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
 
 
+def die_with_parent(parent_pid: int | None) -> None:
+    """A serving process never outlives the cell that started it (an actor killed mid-deployment, a stopped sweep):
+    on Linux the kernel sends it SIGKILL when its parent dies (``PR_SET_PDEATHSIG``); a parent already gone by the
+    time that is armed ends it here."""
+    if not parent_pid or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent_pid):
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m frameworks.serving REQUEST.json", file=sys.stderr)
         return 2
     request = json.loads(Path(args[0]).read_text())
+    die_with_parent(request.get("parent_pid"))
     result = serve(request)
     Path(request["result_out"]).write_text(json.dumps(result, sort_keys=True))
     return 0

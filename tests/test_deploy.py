@@ -126,6 +126,49 @@ def test_a_serving_process_that_fails_is_a_failed_row(tmp_path):
     assert "missing.onnx" in info.value.output
 
 
+def test_a_serving_process_dies_with_the_process_that_started_it(tmp_path):
+    # An actor killed mid-deployment (SIGKILL: no clean-up runs) must not leave its serving process behind.
+    import os
+    import signal
+    import time
+
+    np.save(tmp_path / "x.npy", np.zeros((2, 4, 4, 1), np.uint8))
+    request = {"parent_pid": None, "artifact": "unused", "runtime": "numpy", "images": str(tmp_path / "x.npy")}
+    starter = textwrap.dedent(f"""
+        import json, os, subprocess, sys, time
+        request = json.loads({json.dumps(json.dumps(request))})
+        request["parent_pid"] = os.getpid()
+        # a request that blocks: the serving process reads a FIFO nobody writes
+        os.mkfifo({str(tmp_path / "fifo")!r})
+        request["artifact"] = {str(tmp_path / "fifo")!r}
+        request.update(input_layout="NHWC", binary=False, mean=[0.5], std=[0.25], threads=1, device="cpu",
+                       inference={{"warmup_calls": 0, "min_calls": 1, "min_seconds": 0, "max_seconds": 1}},
+                       throughput_batch_size=2, eval_batch_size=2, probs_out="p.npy", result_out="r.json")
+        open({str(tmp_path / "req.json")!r}, "w").write(json.dumps(request))
+        child = subprocess.Popen([sys.executable, "-m", "frameworks.serving", {str(tmp_path / "req.json")!r}])
+        print(child.pid, flush=True)
+        time.sleep(600)
+    """)
+    starter_proc = subprocess.Popen([sys.executable, "-c", starter], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    child = int(starter_proc.stdout.readline())
+    time.sleep(1.0)  # the serving process is up and blocked in its load
+    os.kill(child, 0)  # alive
+    starter_proc.send_signal(signal.SIGKILL)
+    starter_proc.wait(timeout=30)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        try:  # reap it if it is our zombie (it is not: its parent was the starter)
+            os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"serving process {child} outlived the process that started it")
+
+
 # ---- the real frameworks (slow: one fresh framework process each) -------------------------------------
 _REAL_CELL = textwrap.dedent("""
     import json, sys

@@ -139,7 +139,7 @@ def _one_format(row: dict[str, Any], adapter: Any, work: Path, images: Path, tra
                "threads": cpu_threads, "device": device_kind, "inference": _rules(train),
                "throughput_batch_size": train.batch_size, "eval_batch_size": train.eval_batch_size,
                "probs_out": str(where / "served_probs.npy"), "result_out": str(where / "served.json"),
-               "watch_modules": sorted(FRAMEWORK_ONLY_MODULES)}
+               "watch_modules": sorted(FRAMEWORK_ONLY_MODULES), "parent_pid": os.getpid()}
     try:
         with provenance.Stopwatch() as process_sw:
             result = serve_in_fresh_process(request, work / f"{fmt}.request.json", train.deploy.timeout_s)
