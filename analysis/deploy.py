@@ -314,10 +314,13 @@ def deploy_section(results: Results, main_summary: pd.DataFrame, conditions: pd.
     ok_cells = set(results.ok_runs["cell_id"])
     groups = []
     if len(rows):
-        for name in dict.fromkeys(rows["deployment"]):
+        names = list(dict.fromkeys(rows["deployment"]))
+        for name in names:
             g = rows[rows["deployment"] == name]
             fmt = name.split(" · ")[0]
             info = DEPLOY_FORMATS.get(fmt)
+            if NATIVE in names and info is not None and info.role == "native" and g["framework"].nunique() == 1:
+                continue  # its one framework's rows are the "native" table's (summary.parquet keeps both)
             title = ("Each framework in its own serving format" if name == NATIVE else
                      f"{info.label} served by {info.runtime_label}" if info else name)
             groups.append({"name": name, "title": title,
