@@ -158,6 +158,21 @@ def separate(runs: list[pd.DataFrame], epochs: list[pd.DataFrame | None], predic
     return out_runs, out_epochs, out_preds, notes
 
 
+def relabel_like(frames: list[pd.DataFrame | None], runs: list[pd.DataFrame]) -> list[pd.DataFrame | None]:
+    """Per directory, another per-cell table (deployments) with the arm labels ``separate`` gave that
+    directory's runs (matched by the cell id before any renaming: the row's framework and seed)."""
+    out = []
+    for frame, part in zip(frames, runs):
+        if frame is None or not len(frame) or BASE_COLUMN not in part:
+            out.append(frame)
+            continue
+        old = part["cell_id"].str.split("@").str[0]
+        remap = pd.DataFrame({"cell_id": old.to_numpy(), "_new": part["cell_id"].to_numpy(),
+                              "_fw": part["framework"].to_numpy()}).drop_duplicates("cell_id")
+        out.append(_relabel(frame, remap))
+    return out
+
+
 def _relabel(frame: pd.DataFrame | None, remap: pd.DataFrame) -> pd.DataFrame | None:
     """A directory's epochs/predictions with that directory's new cell ids and arm labels (row order kept)."""
     if frame is None or not len(frame):

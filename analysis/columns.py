@@ -22,7 +22,7 @@ _ROW = "per row: see `unit` and `scale`"
 
 SUMMARY_DOCS: dict[str, tuple[str, str]] = {
     "row_kind": ("none", "framework (one framework's values) | pair (A vs B, paired by seed) | mcnemar (per-seed disagreements)"),
-    "metric": ("none", "runs.parquet column the row is about"),
+    "metric": ("none", "runs.parquet column the row is about (deployments.parquet column on deployment rows)"),
     "metric_label": ("none", "the metric's name as shown in the report"),
     "metric_kind": ("none", "quality | time | throughput | memory"),
     "comparison": ("none", "value (framework rows) | difference (A − B) | ratio (A / B)"),
@@ -78,6 +78,9 @@ SUMMARY_DOCS: dict[str, tuple[str, str]] = {
     "note": ("none", "remarks on the row (dropped seeds, no interval, …)"),
     "confidence": ("fraction", "confidence level of ci_low/ci_high"),
     "n_resamples": ("count", "bootstrap resamples (IQM interval)"),
+    "deployment": ("none", "deployment rows (metric: a deployments.parquet column): '<format> · <runtime>' (e.g. "
+                           "'onnx · onnxruntime') or 'native' (each framework in its own serving format); null on "
+                           "the runs' rows"),
 }
 
 

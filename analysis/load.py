@@ -1,7 +1,8 @@
 """Read one or more sweep directories into DataFrames, refusing anything this analysis does not know.
 
-A sweep directory holds ``runs.parquet`` (required), ``epochs.parquet`` and ``predictions.parquet``
-(optional: their report sections then say "not available"), and ``parity_gate.json`` (optional).
+A sweep directory holds ``runs.parquet`` (required), ``epochs.parquet``, ``predictions.parquet`` and
+``deployments.parquet`` (optional: their report sections then say "not available"), and ``parity_gate.json``
+(optional).
 A sweep that crashed before consolidating is read from its per-cell ``fragments/`` instead.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "runs": ("cell_id", "framework", "seed", "status", "error", *CONDITION_COLUMNS),
     "epochs": ("cell_id", "framework", "seed", "epoch"),
     "predictions": ("cell_id", "sample_index", "y_true", "y_pred"),
+    "deployments": ("cell_id", "framework", "seed", "format", "runtime", "status"),
 }
 
 
@@ -50,6 +52,7 @@ class Results:
     #: Several directories: every ok cell of each with its headline values, before duplicates across
     #: directories are dropped (``analysis.history`` compares the directories in time order).
     history_cells: pd.DataFrame | None = None
+    deployments: pd.DataFrame | None = None  # every row (ok, failed, skipped); None when no sweep deployed
 
     @property
     def ok_runs(self) -> pd.DataFrame:
@@ -151,6 +154,7 @@ def load_results(dirs: list[str | Path]) -> Results:
     epoch_frames: list[pd.DataFrame | None] = []
     pred_frames: list[pd.DataFrame | None] = []
     score_parts: list[np.ndarray | None] = []
+    deploy_frames: list[pd.DataFrame | None] = []
     notes: list[str] = []
     for raw in dirs:
         root = Path(raw)
@@ -178,15 +182,19 @@ def load_results(dirs: list[str | Path]) -> Results:
             frame_p, scores = _predictions_frame(preds, str(root), notes)
         pred_frames.append(frame_p)
         score_parts.append(scores)
+        deployments, _, _ = _load_table(root, "deployments")
+        deploy_frames.append(deployments.to_pandas() if deployments is not None and deployments.num_rows else None)
 
     # Different versions of one framework are different arms, never merged (analysis.arms).
     runs_frames, epoch_frames, pred_frames, arm_notes = arms.separate(runs_frames, epoch_frames, pred_frames)
+    deploy_frames = arms.relabel_like(deploy_frames, runs_frames)
     notes += arm_notes
     history_cells = history.cell_values(runs_frames, epoch_frames) if len(runs_frames) > 1 else None
     has_preds = [f is not None for f in pred_frames]
     score_parts = [s for s, have in zip(score_parts, has_preds) if have]
     epoch_frames = [f for f in epoch_frames if f is not None]
     pred_frames = [f for f in pred_frames if f is not None]
+    deploy_frames = [f for f in deploy_frames if f is not None]
 
     runs_all = pd.concat(runs_frames, ignore_index=True)
     dup = runs_all.duplicated("cell_id", keep="last")
@@ -207,7 +215,11 @@ def load_results(dirs: list[str | Path]) -> Results:
     epochs_all = None
     if epoch_frames:
         epochs_all = pd.concat(epoch_frames, ignore_index=True).drop_duplicates(["cell_id", "epoch"], keep="last")
-    return Results(sweeps, runs_all, epochs_all, predictions, scores, notes, history_cells)
+    deployments_all = None
+    if deploy_frames:
+        deployments_all = pd.concat(deploy_frames, ignore_index=True).drop_duplicates(
+            ["cell_id", "format", "runtime"], keep="last").reset_index(drop=True)
+    return Results(sweeps, runs_all, epochs_all, predictions, scores, notes, history_cells, deployments_all)
 
 
 def require_ok(results: Results) -> None:

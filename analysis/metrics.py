@@ -99,6 +99,33 @@ METRICS: dict[str, MetricInfo] = {m.name: m for m in [
                better_word="leaner"),
 ]}
 
+# Deployment metrics: columns of deployments.parquet (runner.cell.deploy), summarised per deployment format and
+# runtime by analysis.deploy with the same paired engine; never headline questions (descriptive rows).
+DEPLOY_METRICS: tuple[str, ...] = (
+    "served_latency_p50_ms", "served_latency_p99_ms", "served_throughput_images_per_second", "load_seconds",
+    "runtime_import_seconds", "first_call_ms", "export_seconds", "artifact_mib", "serving_peak_rss_mib",
+    "argmax_agreement", "max_abs_prob_diff",
+)
+METRICS.update({m.name: m for m in [
+    MetricInfo("served_latency_p50_ms", "Served latency p50 (batch 1, fresh serving process)", "time", "ms", False,
+               "ratio", better_word="faster"),
+    MetricInfo("served_latency_p99_ms", "Served latency p99 (batch 1)", "time", "ms", False, "ratio",
+               better_word="faster"),
+    MetricInfo("served_throughput_images_per_second", "Served throughput (at the cell's batch size)", "throughput",
+               "images/s", True, "ratio", better_word="faster"),
+    MetricInfo("load_seconds", "Cold load of the artifact (fresh process)", "time", "s", False, "ratio",
+               better_word="faster"),
+    MetricInfo("runtime_import_seconds", "Serving runtime import (fresh process)", "time", "s", False, "ratio",
+               better_word="faster"),
+    MetricInfo("first_call_ms", "First call after load (batch 1)", "time", "ms", False, "ratio", better_word="faster"),
+    MetricInfo("export_seconds", "Export time", "time", "s", False, "ratio", better_word="faster"),
+    MetricInfo("artifact_mib", "Artifact size on disk", "memory", "MiB", False, "ratio", better_word="smaller"),
+    MetricInfo("serving_peak_rss_mib", "Peak host memory of the serving process", "memory", "MiB", False, "ratio",
+               better_word="leaner"),
+    _q("argmax_agreement", "Same predicted class as the trained model"),
+    _q("max_abs_prob_diff", "Max |Δ probability| against the trained model", proportion=False, higher=False),
+]})
+
 # Headline questions in the order the verdict table asks them.
 QUESTIONS: tuple[str, ...] = ("Trains faster", "Infers faster", "More accurate", "Leaner")
 

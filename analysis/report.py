@@ -655,6 +655,9 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
     from analysis import plots  # matplotlib only once the input is known to be usable
     ok = results.ok_runs.reset_index(drop=True)
     summary, conditions, notes = summarize(ok, opts, results.predictions, epochs=results.epochs)
+    from analysis.deploy import add_deploy_evidence, deploy_section  # deployments.parquet: rows, Deploys section
+
+    deploys = deploy_section(results, summary, conditions, opts)
     notes = results.notes + notes
     warnings = [n[len(WARNING_PREFIX):] for n in notes if n.startswith(WARNING_PREFIX)]
     notes = [n for n in notes if not n.startswith(WARNING_PREFIX)]
@@ -711,7 +714,9 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
         "tuning": trained.tuning_table(ok),
         "unmeasured": trained.unmeasured_lines(ok),
         "energy_notes": sorted({str(n) for n in ok["energy_note"].dropna()}) if "energy_note" in ok else [],
+        "deploys": deploys.context,
     }
+    add_deploy_evidence(context["dx"], results)  # the DX table's "Ecosystem & deployment" row, measured
     # Arms and history (analysis.arms, analysis.history): which versions the report compares; over
     # several sweeps of one grid, each arm's values in time order and the steps the paired test flags.
     context["versions_compared"] = armlib.versions_compared(ok)
@@ -728,7 +733,8 @@ def build(results_dirs: list[str | Path], out_dir: str | Path, options: Mapping[
     targets = {"summary": out / "summary.parquet", "report": out / "report.html"}
     try:
         with atomic_path(targets["summary"]) as summary_tmp, atomic_path(targets["report"]) as report_tmp:
-            pq.write_table(_summary_table(summary), summary_tmp)
+            pq.write_table(_summary_table(pd.concat([summary, deploys.summary], ignore_index=True)
+                                          if len(deploys.summary) else summary), summary_tmp)
             report_tmp.write_text(html, encoding="utf-8")
     except OSError as exc:
         raise AnalysisError(f"{out}: cannot write the report ({exc})") from None

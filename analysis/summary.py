@@ -47,6 +47,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "prob_a_better", "prob_low", "prob_high", "seeds_only_a", "seeds_only_b", "within_share",
     "disagree_a", "disagree_b",
     "verdict", "winner", "margin_words", "phrase", "seeds_needed", "note", "confidence", "n_resamples",
+    "deployment",  # deployment rows only (analysis.deploy): '<format> · <runtime>' or 'native'; None elsewhere
 )
 
 FAMILY_HEADLINE = "headline"
@@ -134,7 +135,7 @@ def _buckets(group_sorted: np.ndarray, values: np.ndarray, *others: np.ndarray
 
 
 TEXT_COLUMNS = frozenset({"row_kind", "metric", "comparison", "unit", "scale", "framework", "framework_a", "framework_b",
-                          "family", "verdict", "winner", "margin_words", "phrase", "note"})
+                          "family", "verdict", "winner", "margin_words", "phrase", "note", "deployment"})
 
 
 def _part(columns: dict) -> dict[str, np.ndarray]:

@@ -35,7 +35,8 @@ from runner.sweep.run import run_sweep  # noqa: E402
 
 def overrides(args: argparse.Namespace, out: Path) -> list[str]:
     common = ["+sweep=seeds", f"grid.seed=[{','.join(map(str, range(args.seeds)))}]", "grid.batch_size=[32]",
-              "grid.device=[cpu]", "data=synthetic", "train=tiny", "runner.progress=false", "report.enabled=false"]
+              "grid.device=[cpu]", "data=synthetic", "train=tiny", "runner.progress=false", "report.enabled=false",
+              "deploy=off"]  # the dispatcher's efficiency, not the deployment step's
     if args.real:
         return [*common, "model.filters=[8,16]", "model.dense_units=32", "runner.parity_gate=true"]
     # 4 classes × 32 images at 16×16 → ~ 46 training images = 2 steps of batch 32 per cell.

@@ -30,7 +30,7 @@ from typing import Any, List, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from core.arms import ArmError, check_pin, parse_arm
-from core.registry import FRAMEWORKS
+from core.registry import DEPLOY_FORMATS, FRAMEWORKS
 
 PRECISIONS = ("fp32", "tf32", "mixed_bf16")
 EXECUTION_MODES = ("default", "compiled")  # parity.execution (frameworks.base documents what each means)
@@ -199,6 +199,8 @@ class FakeHooks:
     crash_signal: Optional[str] = None
     record_file: Optional[str] = None
     layout_sleep_s: Optional[float] = None  # extra seconds per training step under layout=nchw (a planted difference)
+    export_fail: Any = None  # true, or a list of deployment formats: export raises
+    export_perturb: Any = None  # true, or a list of formats: the artifact's weights are perturbed after export
 
 
 @dataclass(frozen=True)
@@ -340,6 +342,31 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
+class DeployConfig:
+    """``conf/deploy/*.yaml`` (``# @package train.deploy``): after training, each ok cell exports its model in
+    its framework's deployment formats, reloads each artifact in its serving runtime in a fresh process,
+    checks it predicts what the trained model predicted, and times it (``runner.cell.deploy``)."""
+
+    enabled: bool = False
+    #: Formats to try (``core.registry.DEPLOY_FORMATS`` names); null = every format the adapter lists. A listed
+    #: format an adapter does not list gets no row (it is not that framework's); one it cannot make is skipped.
+    formats: Optional[List[str]] = None
+    max_abs_prob_diff: float = 1e-4  # fp32: the artifact's probabilities within this of the trained model's
+    min_argmax_agreement: float = 1.0  # share of test samples with the same predicted class (1.0 = all)
+    timeout_s: float = 600.0  # one serving process (import, load, check, timing) may take this long
+
+    def __post_init__(self) -> None:
+        if not _filled(self):
+            return
+        for value in self.formats or []:
+            _one_of(value, tuple(DEPLOY_FORMATS), "train.deploy.formats")
+        _check(self.max_abs_prob_diff > 0, "train.deploy.max_abs_prob_diff", f"must be > 0, got {self.max_abs_prob_diff}")
+        _check(0 < self.min_argmax_agreement <= 1, "train.deploy.min_argmax_agreement",
+               f"must be in (0, 1], got {self.min_argmax_agreement}")
+        _check(self.timeout_s > 0, "train.deploy.timeout_s", f"must be > 0, got {self.timeout_s}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 2  # with a target: the epoch budget
     batch_size: int = 64  # must not exceed the training split (checked with the data, runner/planning/checks.py)
@@ -353,6 +380,8 @@ class TrainConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    # The `deploy` group (conf/deploy/, `# @package train.deploy`) lands here, typed.
+    deploy: DeployConfig = field(default_factory=DeployConfig)
 
     def __post_init__(self) -> None:
         if not _filled(self):
@@ -521,7 +550,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
 
 #: Groups whose options land inside another group (``# @package train.pipeline``): typed by that field's
 #: schema, not by a ``defaults`` entry of their own.
-PACKAGED: dict[str, type] = {"pipeline": PipelineConfig}
+PACKAGED: dict[str, type] = {"pipeline": PipelineConfig, "deploy": DeployConfig}
 
 
 def schema_node(schema: type) -> DictConfig:

@@ -6,6 +6,10 @@ adapter to import), the configs' schema and ``+sweep=frameworks`` (which names e
 and report (order, labels, colours, the developer-experience table), and the tests (the layer test's
 set of deep-learning modules, the GPU test list). Adding a framework = an adapter module in
 ``frameworks/``, one row here, one ``conf/framework/<name>.yaml`` (and its dependency in pyproject).
+
+The deployment formats (``DEPLOY_FORMATS``) are the second table: which serving runtime loads each format in a
+fresh process, its role, and the modules its exporters and runtime import (with the frameworks' own, what only
+``frameworks/`` may import: ``FRAMEWORK_ONLY_MODULES``).
 """
 from __future__ import annotations
 
@@ -77,11 +81,59 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (
     # New frameworks: one row above this line.
 )}
 
+# ---- deployment formats ------------------------------------------------------------------------
+#: How a format serves (the ``role`` column of deployments): ``native`` = the framework's own serving format,
+#: ``common`` = one runtime for every framework (ONNX), ``mobile`` = an on-device format.
+DEPLOY_ROLES = ("native", "common", "mobile")
+
+
+@dataclass(frozen=True)
+class DeployFormat:
+    """One deployment format: what an adapter's ``export`` writes and which runtime loads it in a fresh
+    process (``frameworks.serving``). Which frameworks produce it is each adapter's ``deploy_formats()``."""
+
+    name: str  # the `format` column of deployments.parquet
+    label: str  # how the report names it
+    runtime: str  # the `runtime` column: the serving runtime (a module of frameworks.serving)
+    runtime_label: str
+    role: str  # one of DEPLOY_ROLES
+    #: Top-level modules its exporters and its runtime import beyond the frameworks' own: imported only inside
+    #: frameworks/ (tests/test_layers.py), like ``Framework.imports``.
+    imports: tuple[str, ...] = ()
+    real: bool = True  # False: the numpy stand-in's format (tests)
+
+
+DEPLOY_FORMATS: dict[str, DeployFormat] = {f.name: f for f in (
+    DeployFormat("tf_saved_model", "TF SavedModel", "tensorflow", "TensorFlow (tf.saved_model.load)", "native",
+                 imports=("tensorflow",)),
+    DeployFormat("torch_export", "ExportedProgram (torch.export, .pt2)", "torch", "PyTorch (torch.export.load)",
+                 "native", imports=("torch",)),
+    DeployFormat("onnx", "ONNX", "onnxruntime", "ONNX Runtime", "common",
+                 imports=("onnx", "onnxruntime", "onnxscript", "tf2onnx", "jax2onnx")),
+    DeployFormat("litert", "LiteRT (.tflite)", "litert", "LiteRT interpreter (ai-edge-litert)", "mobile",
+                 imports=("ai_edge_litert",)),
+    DeployFormat("npz", "numpy weights (.npz)", "numpy", "numpy", "native", real=False),
+)}
+#: Every module an exporter or a serving runtime imports that no adapter row lists: imported only inside
+#: frameworks/, as ``FRAMEWORK_MODULES``.
+DEPLOY_MODULES: frozenset[str] = frozenset(m for f in DEPLOY_FORMATS.values() for m in f.imports)
+
+
+def deploy_format(name: str) -> DeployFormat:
+    """The row of deployment format ``name``; ``ValueError`` listing the known names otherwise."""
+    try:
+        return DEPLOY_FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown deployment format {name!r}; choose from {list(DEPLOY_FORMATS)}") from None
+
+
 #: Display order in tables and plots (the registry's order).
 FRAMEWORK_ORDER: tuple[str, ...] = tuple(FRAMEWORKS)
 REAL_FRAMEWORKS: tuple[str, ...] = tuple(n for n, f in FRAMEWORKS.items() if f.real)
 #: Every module an adapter imports (the deep-learning frameworks): imported only inside frameworks/.
 FRAMEWORK_MODULES: frozenset[str] = frozenset(m for f in FRAMEWORKS.values() for m in f.imports)
+#: Both: what no module outside frameworks/ may import (the driver, the analysis, core).
+FRAMEWORK_ONLY_MODULES: frozenset[str] = FRAMEWORK_MODULES | DEPLOY_MODULES
 
 
 def framework(name: str) -> Framework:

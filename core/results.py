@@ -1,14 +1,16 @@
 """The result tables' schemas and on-disk layout: what the runner writes and the analysis reads.
 
-Three tables (see the README, "Outputs"):
+Four tables (see the README, "Outputs"):
 
 - ``runs``        one row per cell (identity, provenance, status, quality, speed, memory)
 - ``epochs``      one row per cell × epoch
 - ``predictions`` one row per cell × test sample (so ROC curves and McNemar need no rerun)
+- ``deployments`` one row per cell × deployment format × serving runtime (export, fresh-process load,
+  equality with the trained model, served speed and memory)
 
 Nested values (confusion matrix, per-class report, knob table, versions) are JSON strings: they
 stay readable from any Parquet reader and keep the schema flat. A results directory holds the
-three consolidated tables and ``fragments/<cell_id>/{runs,epochs,predictions}.parquet`` (one per
+consolidated tables and ``fragments/<cell_id>/{runs,epochs,predictions,deployments}.parquet`` (one per
 finished cell; ``runner.store.fragments`` writes them). Parquet schema metadata (``kvp.*``) carries the
 schema version, the resolved config and the equivalence-gate record.
 """
@@ -288,10 +290,58 @@ COLUMN_DOCS: dict[str, tuple[str, str]] = {
     "y_true": ("none", "true class label (index into classes)"),
     "y_pred": ("none", "predicted class label (argmax of scores)"),
     "scores": ("fraction", "class probabilities (binary: [p(class 0), p(class 1)])"),
+    # deployments
+    "format": ("none", "deployment format: tf_saved_model | torch_export | onnx | litert (core.registry.DEPLOY_FORMATS)"),
+    "runtime": ("none", "serving runtime that loaded the artifact in a fresh process: tensorflow | torch | "
+                        "onnxruntime | litert"),
+    "role": ("none", "native (the framework's own serving format) | common (ONNX: one runtime for every framework) "
+                     "| mobile (LiteRT)"),
+    "exporter": ("none", "the call that wrote the artifact and the exporter's version"),
+    "input_layout": ("none", "layout of the normalised float32 batch the artifact takes: NHWC | NCHW"),
+    "export_seconds": ("s", "writing the artifact from the trained model (tracing/conversion included)"),
+    "artifact_mib": ("MiB", "size of the artifact on disk (all files of a directory format)"),
+    "serving_device": ("none", "where the runtime served: cpu | gpu (the cell's device where the runtime supports it)"),
+    "runtime_version": ("none", "version of the serving runtime's package"),
+    "runtime_threads": ("count", "intra-op CPU threads the runtime was given (parity.cpu_threads, as training)"),
+    "runtime_detail": ("none", "JSON: execution provider, thread settings and other runtime facts"),
+    "serving_imports": ("none", "JSON [module]: the deep-learning frameworks and serving runtimes loaded in the serving "
+                                "process when it finished (proves what a fresh process needed)"),
+    "runtime_import_seconds": ("s", "importing the serving runtime in the fresh serving process"),
+    "load_seconds": ("s", "cold load: reading the artifact into a ready session in the fresh process (after the "
+                          "runtime import)"),
+    "first_call_ms": ("ms", "the first batch-1 prediction after the load (lazy initialisation included)"),
+    "serving_process_seconds": ("s", "wall time of the whole serving process as the runner saw it (interpreter start, "
+                                     "runtime import, load, equality run, timed calls): what checking this format cost"),
+    "max_abs_prob_diff": ("fraction", "max |Δ probability| over test samples and classes between the served "
+                                      "artifact and the trained model (predictions.parquet)"),
+    "argmax_agreement": ("fraction", "share of test samples where the served artifact and the trained model "
+                                     "predict the same class"),
+    "max_abs_prob_diff_limit": ("fraction", "the check's limit on max_abs_prob_diff (train.deploy.max_abs_prob_diff)"),
+    "min_argmax_agreement_limit": ("fraction", "the check's minimum argmax_agreement "
+                                               "(train.deploy.min_argmax_agreement)"),
+    "served_latency_p50_ms": ("ms", "served latency at batch 1 (uint8 image → probabilities, normalisation included), "
+                                    "median over timed calls after warm-up (train.inference)"),
+    "served_latency_p90_ms": ("ms", "served latency at batch 1, 90th percentile"),
+    "served_latency_p99_ms": ("ms", "served latency at batch 1, 99th percentile"),
+    "served_latency_calls": ("count", "timed batch-1 calls behind the served latency (repeats driven by time)"),
+    "served_throughput_images_per_second": ("images/s", "served throughput at throughput_batch_size (the cell's batch "
+                                                        "size), median over timed calls"),
+    "served_throughput_images_per_second_p10": ("images/s", "served throughput, 10th percentile over timed calls"),
+    "served_throughput_images_per_second_p90": ("images/s", "served throughput, 90th percentile over timed calls"),
+    "served_throughput_calls": ("count", "timed calls behind the served throughput"),
+    "serving_peak_rss_mib": ("MiB", "peak resident host memory of the serving process (runtime, artifact, inputs)"),
 }
 #: Columns whose meaning differs between tables (epochs' ``images_per_second`` is per epoch).
 _TABLE_DOCS: dict[tuple[str, str], tuple[str, str]] = {
     ("epochs", "images_per_second"): ("images/s", "training images / epoch_seconds"),
+    # deployments (one row per cell × format × runtime)
+    ("deployments", "status"): ("none", "ok | failed (export, serving, or the equality check: numbers kept) | "
+                                        "skipped (a format this framework or backend cannot produce; reason in error)"),
+    ("deployments", "error"): ("none", "why the deployment failed or was skipped (one line)"),
+    ("deployments", "traceback"): ("none", "traceback (export failure) or the serving process's last output lines"),
+    ("deployments", "test_samples"): ("count", "test images the artifact predicted for the equality check"),
+    ("deployments", "throughput_batch_size"): ("images", "batch size of the served throughput: the cell's batch size "
+                                                         "(train.batch_size)"),
 }
 
 
@@ -338,7 +388,51 @@ PREDICTIONS_SCHEMA = _described("predictions", [
     ("scores", pa.list_(pa.float32())),  # class probabilities (binary: [p(class 0), p(class 1)])
 ])
 
-SCHEMAS: dict[str, pa.Schema] = {"runs": RUNS_SCHEMA, "epochs": EPOCHS_SCHEMA, "predictions": PREDICTIONS_SCHEMA}
+#: One row per cell × deployment format × serving runtime (``runner.cell.deploy``; README "Deploys").
+DEPLOYMENTS_SCHEMA = _described("deployments", [
+    ("sweep_id", pa.string()),
+    ("cell_id", pa.string()),
+    ("framework", pa.string()),
+    ("backend", pa.string()),
+    ("seed", pa.int64()),
+    ("format", pa.string()),  # core.registry.DEPLOY_FORMATS
+    ("runtime", pa.string()),
+    ("role", pa.string()),  # native | common | mobile
+    ("status", pa.string()),  # ok | failed (export, serving or the equality check) | skipped (reason in error)
+    ("error", pa.string()),
+    ("traceback", pa.string()),
+    ("exporter", pa.string()),  # the call that wrote the artifact, with the exporter's version
+    ("input_layout", pa.string()),  # NHWC | NCHW of the normalised float32 input the artifact takes
+    ("export_seconds", pa.float64()),
+    ("artifact_mib", pa.float64()),
+    ("serving_device", pa.string()),  # where the runtime served: cpu | gpu
+    ("runtime_version", pa.string()),
+    ("runtime_threads", pa.int64()),
+    ("runtime_detail", pa.string()),  # JSON: execution provider, threads, …
+    ("serving_imports", pa.string()),  # JSON [module]: the training frameworks and runtimes the serving process loaded
+    ("runtime_import_seconds", pa.float64()),
+    ("load_seconds", pa.float64()),
+    ("first_call_ms", pa.float64()),
+    ("serving_process_seconds", pa.float64()),
+    ("test_samples", pa.int64()),
+    ("max_abs_prob_diff", pa.float64()),
+    ("argmax_agreement", pa.float64()),
+    ("max_abs_prob_diff_limit", pa.float64()),
+    ("min_argmax_agreement_limit", pa.float64()),
+    ("served_latency_p50_ms", pa.float64()),
+    ("served_latency_p90_ms", pa.float64()),
+    ("served_latency_p99_ms", pa.float64()),
+    ("served_latency_calls", pa.int64()),
+    ("served_throughput_images_per_second", pa.float64()),
+    ("served_throughput_images_per_second_p10", pa.float64()),
+    ("served_throughput_images_per_second_p90", pa.float64()),
+    ("served_throughput_calls", pa.int64()),
+    ("throughput_batch_size", pa.int64()),
+    ("serving_peak_rss_mib", pa.float64()),
+])
+
+SCHEMAS: dict[str, pa.Schema] = {"runs": RUNS_SCHEMA, "epochs": EPOCHS_SCHEMA, "predictions": PREDICTIONS_SCHEMA,
+                                 "deployments": DEPLOYMENTS_SCHEMA}
 
 
 #: Version-1 column names → today's.

@@ -11,6 +11,8 @@ Lifecycle inside one process (a Ray actor or ``python -m runner.cell``)::
     handle = adapter.inference_input(x, mean, std)   # untimed: the batch where the pipeline keeps data
     adapter.infer(handle)                         # timed for latency/throughput by the caller
     adapter.sync()                                # waits for queued device work before a clock is read
+    for fmt in adapter.deploy_formats():          # after training, if train.deploy.enabled (runner.cell.deploy)
+        adapter.export_unsupported(fmt) or adapter.export(fmt, directory)   # → frameworks.serving, fresh process
 
 Inputs are always the prepared dataset's uint8 NHWC arrays plus index/augmentation plans from
 ``core.batches``. ``pipeline=device`` (default) keeps the images on the compute device and makes each
@@ -36,6 +38,7 @@ from __future__ import annotations
 import abc
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -59,6 +62,15 @@ class EpochStats:
     samples: int
     steps: int
     step_seconds: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What ``Adapter.export`` wrote: where, the input it takes, and how it was made."""
+
+    path: str  # the file, or the directory of a directory format (SavedModel)
+    input_layout: str  # NHWC | NCHW: the layout of the normalised float32 batch it takes (batch size dynamic)
+    exporter: str  # the call that wrote it and the exporter's version (the ``exporter`` column)
 
 
 def eval_plan(x: np.ndarray, y: np.ndarray, indices: np.ndarray, mean: np.ndarray, std: np.ndarray,
@@ -198,6 +210,22 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def sync(self) -> None:
         """Block until queued device work is done (no-op on CPU); called before reading clocks."""
+
+    # ---- deployment (runner.cell.deploy; serving in frameworks.serving) ----------------
+    def deploy_formats(self) -> tuple[str, ...]:
+        """The deployment formats (``core.registry.DEPLOY_FORMATS``) this framework's users deploy with, its own
+        serving format first; each becomes a row: written by ``export``, or ``skipped`` with the reason
+        ``export_unsupported`` gives. Empty: nothing to export."""
+        return ()
+
+    def export_unsupported(self, fmt: str) -> str | None:
+        """Why this framework (backend, process) cannot produce ``fmt``, naming the missing piece; None if it can."""
+        return None
+
+    def export(self, fmt: str, directory: Path) -> Artifact:
+        """Write the built (trained) model in ``fmt`` into the existing ``directory``: inference mode, the batch
+        dimension dynamic, outputs = the logits of ``forward``. Raises on failure (the row becomes ``failed``)."""
+        raise NotImplementedError(f"{self.name}: no exporter for deployment format {fmt!r}")
 
     # ---- memory -----------------------------------------------------------------------
     def reset_peak_memory(self) -> None:

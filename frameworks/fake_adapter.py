@@ -31,7 +31,15 @@ crash_once_file     KVP_FAKE_CRASH_ONCE     crash only while this file does not 
 record_file         KVP_FAKE_RECORD         append one JSON line per ``train_epoch`` call:
                                             ``{event, pid, host, cuda_visible_devices, seed, start,
                                             end}`` (``time.time()`` seconds), for overlap/pinning tests
+export_fail         —                       ``true`` or a list of deployment formats: ``export`` raises
+export_perturb      —                       ``true`` or a list of formats: the written artifact's weights
+                                            are perturbed after export (a wrong artifact to catch)
 ==================  ======================  =========================================================
+
+Deployment (``runner.cell.deploy``): its own format is ``npz`` (kernel, bias, grid; served by the numpy
+runtime of ``frameworks.serving``), and it exports real ONNX — the same computation as an ONNX graph built
+with ``onnx.helper`` — that ONNX Runtime serves, so the runner's and analysis' deployment paths are tested
+with a real runtime and no deep-learning framework.
 """
 from __future__ import annotations
 
@@ -50,10 +58,23 @@ import numpy as np
 from core.batches import apply_augment
 from core.spec import ModelSpec
 from core.config import FakeFrameworkConfig, ParityConfig, TrainConfig
-from frameworks.base import Adapter, Batches, EpochStats
+from frameworks.base import Adapter, Artifact, Batches, EpochStats
 from frameworks.knobs import finish_knobs
+from frameworks.serving import grid_features
 
 _GRID = 4  # feature grid (cells per side); 4×4×3 = 48 features for RGB
+
+
+def _flag_for_format(value: Any, fmt: str) -> bool:
+    """``true`` ⇒ every format; a list (or ``"onnx,npz"``) ⇒ only those; ``false``/empty ⇒ none."""
+    if value is None or value is False:
+        return False
+    if isinstance(value, str):
+        text = value.strip().lower()
+        return text in ("1", "true", "yes", "on") or fmt in {s.strip() for s in text.split(",")}
+    if isinstance(value, (list, tuple)):
+        return fmt in {str(s) for s in value}
+    return bool(value)
 
 
 def _flag_for_seed(value: Any, seed: int | None) -> bool:
@@ -196,12 +217,10 @@ class FakeAdapter(Adapter):
         n, h, w, c = x.shape
         g = self._grid
         hh, ww = h // g, w // g
-        if self.effective_layout == "nchw":
-            first = np.ascontiguousarray(x.transpose(0, 3, 1, 2))[:, :, : hh * g, : ww * g]
-            pooled = first.reshape(n, c, g, hh, g, ww).mean(axis=(3, 5)).transpose(0, 2, 3, 1)
-        else:
-            pooled = x[:, : hh * g, : ww * g].reshape(n, g, hh, g, ww, c).mean(axis=(2, 4))
-        return pooled.reshape(n, -1)
+        if self.effective_layout != "nchw":
+            return grid_features(x, g)  # the numpy serving runtime's model (frameworks.serving)
+        first = np.ascontiguousarray(x.transpose(0, 3, 1, 2))[:, :, : hh * g, : ww * g]
+        return first.reshape(n, c, g, hh, g, ww).mean(axis=(3, 5)).transpose(0, 2, 3, 1).reshape(n, -1)
 
     @staticmethod
     def _normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -291,6 +310,62 @@ class FakeAdapter(Adapter):
     def sync(self) -> None:
         return None  # numpy is synchronous
 
+    # ---- deployment -------------------------------------------------------------------
+    def deploy_formats(self) -> tuple[str, ...]:
+        return ("npz", "onnx")
+
+    def export(self, fmt: str, directory: Path) -> Artifact:
+        """``npz``: kernel, bias, grid. ``onnx``: the same computation as an ONNX graph (``onnx.helper``, float64
+        inside like the numpy model). Hooks: ``export_fail`` raises, ``export_perturb`` perturbs the written weights."""
+        self._require_built()
+        if _flag_for_format(self._hooks.get("export_fail"), fmt):
+            raise RuntimeError(f"fake framework: export failure requested (framework.fake.export_fail) for {fmt}")
+        if fmt == "npz":
+            path = directory / "model.npz"
+            np.savez(path, kernel=self.W, bias=self.b, grid=np.int64(self._grid))
+            exporter = f"numpy.savez (numpy {np.__version__})"
+        elif fmt == "onnx":
+            import onnx
+
+            path = directory / "model.onnx"
+            onnx.save(self._onnx_model(), str(path))
+            exporter = f"onnx.helper graph (onnx {onnx.__version__})"
+        else:
+            return super().export(fmt, directory)
+        if _flag_for_format(self._hooks.get("export_perturb"), fmt):
+            _perturb_weights(path, fmt, self._seed or 0)
+            exporter += ", weights perturbed after export (framework.fake.export_perturb)"
+        return Artifact(str(path), "NHWC", exporter)
+
+    def _onnx_model(self):
+        """image (batch, H, W, C) float32 → logits (batch, K) float32: crop, grid means, affine — in float64."""
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+
+        h, w, c = self._spec.input_shape
+        g = self._grid
+        hh, ww = h // g, w // g
+        const = lambda name, value: numpy_helper.from_array(np.asarray(value), name)  # noqa: E731
+        inits = [const("kernel", self.W), const("bias", self.b), const("starts", [0, 0]),
+                 const("ends", [hh * g, ww * g]), const("axes", [1, 2]), const("cells", [-1, g, hh, g, ww, c]),
+                 const("cell_axes", [2, 4]), const("flat", [-1, g * g * c])]
+        nodes = [helper.make_node("Cast", ["image"], ["x64"], to=TensorProto.DOUBLE),
+                 helper.make_node("Slice", ["x64", "starts", "ends", "axes"], ["crop"]),
+                 helper.make_node("Reshape", ["crop", "cells"], ["grid"]),
+                 helper.make_node("ReduceMean", ["grid", "cell_axes"], ["means"], keepdims=0),
+                 helper.make_node("Reshape", ["means", "flat"], ["features"]),
+                 helper.make_node("MatMul", ["features", "kernel"], ["scores"]),
+                 helper.make_node("Add", ["scores", "bias"], ["logits64"]),
+                 helper.make_node("Cast", ["logits64"], ["logits"], to=TensorProto.FLOAT)]
+        graph = helper.make_graph(nodes, "fake_softmax_regression",
+                                  [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", h, w, c])],
+                                  [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", self.b.size])],
+                                  initializer=inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="kvp-bench fake")
+        model.ir_version = 8  # readable by every ONNX Runtime of the last years
+        onnx.checker.check_model(model)
+        return model
+
     # ---- test hooks -------------------------------------------------------------------
     def _crash(self) -> None:
         """Die by ``crash_signal`` (default SIGKILL; SIGSEGV/SIGABRT stand in for a native crash)."""
@@ -318,3 +393,24 @@ class FakeAdapter(Adapter):
                            "seed": self._seed, "start": start, "end": time.time()})
         with open(path, "a", encoding="utf-8") as fh:  # one short write per line: O_APPEND keeps lines whole
             fh.write(line + "\n")
+
+
+def _perturb_weights(path: Path, fmt: str, seed: int) -> None:
+    """Add noise of the weights' own scale to the kernel inside a written artifact (a planted wrong artifact)."""
+    rng = np.random.default_rng(seed)
+    if fmt == "npz":
+        with np.load(path) as data:
+            arrays = dict(data)
+        arrays["kernel"] = arrays["kernel"] + rng.normal(0, np.abs(arrays["kernel"]).max() + 0.1, arrays["kernel"].shape)
+        np.savez(path, **arrays)
+        return
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    for i, init in enumerate(model.graph.initializer):
+        if init.name == "kernel":
+            kernel = numpy_helper.to_array(init)
+            noisy = kernel + rng.normal(0, np.abs(kernel).max() + 0.1, kernel.shape)
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(noisy.astype(kernel.dtype), "kernel"))
+    onnx.save(model, str(path))

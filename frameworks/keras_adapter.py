@@ -16,6 +16,7 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ import numpy as np
 from frameworks import keras_backends
 from core import spec as S
 from core.config import KerasFrameworkConfig, ParityConfig, PipelineConfig, TrainConfig
-from frameworks.base import Adapter, Batches, EpochStats, check_plan
+from frameworks.base import Adapter, Artifact, Batches, EpochStats, check_plan
 from frameworks.knobs import finish_knobs, probabilities_from_logits, single_value
 from frameworks.pipeline import normalisation_affine
 
@@ -352,6 +353,30 @@ class KerasAdapter(Adapter):
 
     def sync(self) -> None:
         self.ops.sync()
+
+    # ---- deployment -------------------------------------------------------------------
+    def deploy_formats(self) -> tuple[str, ...]:
+        return self.ops.deploy_formats
+
+    def export_unsupported(self, fmt: str) -> str | None:
+        return self.ops.export_unsupported(fmt)
+
+    def export(self, fmt: str, directory: Path) -> Artifact:
+        """Keras' own ``model.export(path, format=…)`` of the trained model (no surgery), batch dimension dynamic,
+        channels-last input; what differs by backend is in ``self.ops.export_options``."""
+        model = self._require_model()
+        names = {"tf_saved_model": ("tf_saved_model", "saved_model"), "onnx": ("onnx", "model.onnx"),
+                 "litert": ("litert", "model.tflite"), "torch_export": ("torch", "model.pt2")}
+        if fmt not in names:
+            return super().export(fmt, directory)
+        keras_format, name = names[fmt]
+        kwargs, how = self.ops.export_options(fmt)
+        # model.export needs a model that has been called (fit on JAX calls it statelessly): one eval-mode call.
+        model(self.keras.ops.zeros((1, *self.spec.input_shape), dtype="float32"), training=False)
+        path = directory / name
+        model.export(str(path), format=keras_format, verbose=False, **kwargs)
+        return Artifact(str(path), "NHWC", f"keras {self.keras.__version__} model.export(format={keras_format!r})"
+                                           + (f" via {how}" if how else ""))
 
     # ---- memory -----------------------------------------------------------------------
     def reset_peak_memory(self) -> None:

@@ -10,11 +10,13 @@ Imported only inside the process that runs a PyTorch cell (never next to TensorF
 """
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,7 @@ from torch import nn
 from frameworks import pipeline as P
 from core import spec as S
 from core.config import ParityConfig, PipelineConfig, PyTorchFrameworkConfig, TrainConfig
-from frameworks.base import Adapter, Batches, EpochStats, check_plan
+from frameworks.base import Adapter, Artifact, Batches, EpochStats, check_plan
 from frameworks.knobs import cpu_name, finish_knobs, single_value
 
 # PyTorch's own defaults, used when a parity knob is None (parity=framework_defaults).
@@ -547,6 +549,43 @@ class PyTorchAdapter(Adapter):
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    # ---- deployment -------------------------------------------------------------------
+    def deploy_formats(self) -> tuple[str, ...]:
+        return ("torch_export", "onnx", "litert")
+
+    def export_unsupported(self, fmt: str) -> str | None:
+        if fmt == "litert":
+            return ("PyTorch → LiteRT needs litert-torch (formerly ai-edge-torch), a separate conversion toolchain "
+                    "this benchmark does not install")
+        return None
+
+    def export(self, fmt: str, directory: Path) -> Artifact:
+        """torch.export (ExportedProgram, ``.pt2``) or ONNX through the dynamo exporter (``torch.onnx.export(dynamo=True)``,
+        onnxscript's optimizer applied), of the ``nn.Module`` itself (never the ``torch.compile`` wrapper), in eval
+        mode, on the CPU, with a dynamic batch dimension; the input is NCHW."""
+        module = self._require_model()
+        module.eval()
+        if self.device.type != "cpu":  # the artifact holds CPU weights; the runtime places it
+            module = copy.deepcopy(module).cpu()
+        h, w, c = self.spec.input_shape
+        example = (torch.zeros(2, c, h, w),)  # batch 2: torch.export specialises a dimension of size 1
+        dynamic = ({0: torch.export.Dim("batch", min=1, max=65536)},)
+        if fmt == "torch_export":
+            path = directory / "model.pt2"
+            torch.export.save(torch.export.export(module, example, dynamic_shapes=dynamic), path)
+            return Artifact(str(path), "NCHW", f"torch.export.export + torch.export.save (torch {torch.__version__})")
+        if fmt == "onnx":
+            import onnxscript
+
+            path = directory / "model.onnx"
+            program = torch.onnx.export(module, example, dynamo=True, dynamic_shapes=dynamic, input_names=["image"],
+                                        output_names=["logits"], verbose=False)
+            program.optimize()
+            program.save(str(path))
+            return Artifact(str(path), "NCHW", f"torch.onnx.export(dynamo=True) + optimize (torch {torch.__version__}, "
+                                               f"onnxscript {onnxscript.__version__})")
+        return super().export(fmt, directory)
 
     # ---- memory -----------------------------------------------------------------------
     def reset_peak_memory(self) -> None:

@@ -50,7 +50,7 @@ def make_sweep(root: str | Path, *, frameworks: Iterable[str] = ("keras", "pytor
                gate: Any = "default", split_hash: Mapping[tuple[str, int], str] | None = None,
                sample_offset: Mapping[str, int] | None = None, predictions: bool = True,
                versions: Mapping[str, Mapping[str, str]] | None = None, git_sha: str = "abc1234",
-               start_time: Any = None, noise_key: Any = None) -> Path:
+               start_time: Any = None, noise_key: Any = None, deploy: Mapping[str, float] | None = None) -> Path:
     """Write a consolidated synthetic sweep into ``root`` and return it.
 
     ``speed``: per-framework multiplier of epoch time (lower = faster). ``skill``: per-framework
@@ -59,6 +59,8 @@ def make_sweep(root: str | Path, *, frameworks: Iterable[str] = ("keras", "pytor
     ``versions``: per framework, package versions its cells report (``{"keras": {"keras": "3.14.0"}}``;
     the framework's own package also sets ``framework_version``). ``git_sha``, ``start_time``: every
     cell's. ``noise_key``: another draw of the noise (a later sweep of the same grid); None = the usual.
+    ``deploy``: per-framework multiplier of served latency; when given, every ok cell gets deployment rows
+    (``deployment_rows``).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)  # as the runner does before any cell writes (write_fragment needs it)
@@ -132,6 +134,8 @@ def make_sweep(root: str | Path, *, frameworks: Iterable[str] = ("keras", "pytor
                                          "scores": s.astype(np.float32).tolist()}
                                         for i, t, p, s in zip(test_idx, y_true, y_pred, scores)] if predictions else [],
                     }
+                    if deploy is not None:
+                        tables["deployments"] = deployment_rows(cell, fw, seed, deploy.get(fw, 1.0), noise, r)
                     rr.write_fragment(root, cell, tables)
     meta = {"config": config if config is not None else {"report": {"confidence": 0.95}, "grid": {"seed": list(seeds)}},
             "environment": {"python": "3.11", "hosts": ["testhost"]}}
@@ -159,6 +163,45 @@ def make_sweep(root: str | Path, *, frameworks: Iterable[str] = ("keras", "pytor
     if gate is not None:
         (root / "parity_gate.json").write_text(json.dumps(gate))
     return root
+
+
+#: The native format planted per framework (as the adapters list them first).
+NATIVE_FORMAT = {"keras": ("tf_saved_model", "tensorflow"), "pytorch": ("torch_export", "torch")}
+
+
+def deployment_rows(cell: str, fw: str, seed: int, latency: float, noise: float, r: np.random.Generator) -> list[dict]:
+    """One cell's planted deployments: ONNX in ONNX Runtime and the native format, ok; LiteRT skipped for pytorch
+    (its reason), and for keras failed on seed 0 (the equality check's numbers kept), ok otherwise."""
+    base = {"sweep_id": "synthetic", "cell_id": cell, "framework": fw, "seed": seed,
+            "backend": {"pytorch": "torch"}.get(fw, "tensorflow")}
+
+    def ok(fmt: str, runtime: str, role: str, scale: float) -> dict:
+        return {**base, "format": fmt, "runtime": runtime, "role": role, "status": "ok", "input_layout": "NHWC",
+                "exporter": f"{fw} exporter 9.9", "export_seconds": 0.5, "artifact_mib": 0.4 * scale,
+                "serving_device": "cpu", "runtime_version": "1.0", "runtime_threads": 2, "runtime_detail": "{}",
+                "serving_imports": json.dumps([runtime] if runtime != "tensorflow" else ["keras", "tensorflow"]),
+                "runtime_import_seconds": 0.2 * scale, "load_seconds": 0.01 * scale, "first_call_ms": 1.0,
+                "test_samples": 60, "max_abs_prob_diff": 1e-7, "argmax_agreement": 1.0,
+                "max_abs_prob_diff_limit": 1e-4, "min_argmax_agreement_limit": 1.0,
+                "served_latency_p50_ms": 0.1 * scale * latency * (1 + noise * r.normal()),
+                "served_latency_p90_ms": 0.12 * scale * latency, "served_latency_p99_ms": 0.15 * scale * latency,
+                "served_latency_calls": 500, "served_throughput_images_per_second": 20000 / (scale * latency),
+                "served_throughput_images_per_second_p10": 19000 / (scale * latency),
+                "served_throughput_images_per_second_p90": 21000 / (scale * latency), "served_throughput_calls": 40,
+                "throughput_batch_size": 64, "serving_peak_rss_mib": 75.0 * scale}
+
+    fmt, runtime = NATIVE_FORMAT.get(fw, ("npz", "numpy"))
+    rows = [ok(fmt, runtime, "native", 5.0), ok("onnx", "onnxruntime", "common", 1.0)]
+    if fw == "pytorch":
+        rows.append({**base, "format": "litert", "runtime": "litert", "role": "mobile", "status": "skipped",
+                     "error": "PyTorch → LiteRT needs litert-torch, a separate conversion toolchain"})
+    elif seed == 0:
+        rows.append({**ok("litert", "litert", "mobile", 0.8), "status": "failed", "max_abs_prob_diff": 0.3,
+                     "argmax_agreement": 0.9, "error": "the served artifact does not predict what the trained model "
+                                                       "predicted: max |Δ probability| 0.3 > 0.0001"})
+    else:
+        rows.append(ok("litert", "litert", "mobile", 0.8))
+    return rows
 
 
 def runs_frame(values: dict, metric: str, seeds=None, condition: dict | None = None):

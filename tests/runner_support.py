@@ -14,7 +14,7 @@ from typing import Iterable
 import pyarrow.parquet as pq
 from hydra import compose, initialize_config_dir
 
-from core.registry import FRAMEWORK_MODULES
+from core.registry import FRAMEWORK_ONLY_MODULES
 from runner import CONF_DIR, PROJECT_ROOT
 
 #: A tiny, fast cell: numpy fake framework, 16×16 synthetic images (4 classes × 16), one epoch.
@@ -23,6 +23,7 @@ FAKE = [
     "train.inference.min_calls=2", "train.inference.warmup_calls=0", "grid.batch_size=[32]", "grid.device=[cpu]",
     "runner.progress=false", "report.enabled=false", "runner.parity_gate=false",
     "train.memory.fresh_process=false",  # the fresh-process memory probe has tests of its own (test_trained_model)
+    "deploy=off",  # a serving process per cell would double most cells' time; tests/test_deploy.py turns it on
 ]
 
 
@@ -55,7 +56,7 @@ def run_cli(args: list[str], timeout: float = 240, **env: str) -> subprocess.Com
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
 
 
-DEEP_LEARNING = tuple(sorted(FRAMEWORK_MODULES))  # every module an adapter of the registry imports
+DEEP_LEARNING = tuple(sorted(FRAMEWORK_ONLY_MODULES))  # every module an adapter, exporter or serving runtime imports
 
 
 def frameworks_imported_by(code: str, **env: str) -> list[str]:

@@ -509,3 +509,73 @@ def test_left_out_figures_say_why():
     both = figure_notes(fw_rows.assign(batch_size=[32]).pipe(lambda f: pd.concat([f, fw_rows])), conditions,
                          ["keras", "pytorch"])
     assert both == {"scaling": "", "paired": "", "forest": ""}  # nothing left out, nothing to explain
+
+
+# ---- the Deploys section (deployments.parquet; analysis/deploy.py) ---------------------------------------
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    root = make_sweep(tmp_path_factory.mktemp("deployed"), seeds=range(4), deploy={"keras": 1.0, "pytorch": 2.0})
+    out = tmp_path_factory.mktemp("deployed-out")
+    paths = build_report([root], out, {"n_resamples": 200})
+    html = paths["report"].read_text(encoding="utf-8")
+    return pd.read_parquet(paths["summary"]), html[html.index('<section id="deploys">'):html.index("</section>",
+                                                                                                    html.index('<section id="deploys">'))], html
+
+
+def test_deploys_pair_the_frameworks_per_format_and_runtime_with_intervals(deployed):
+    summary, section, _ = deployed
+    dep = summary[summary["deployment"].notna()]
+    assert set(dep["deployment"]) == {"onnx · onnxruntime", "litert · litert", "tf_saved_model · tensorflow",
+                                      "torch_export · torch", "native"}
+    assert summary[summary["deployment"].isna()]["metric"].isin(["accuracy", "median_epoch_seconds"]).any()
+    onnx = dep[(dep["deployment"] == "onnx · onnxruntime") & (dep["row_kind"] == "pair")
+               & (dep["metric"] == "served_latency_p50_ms")].iloc[0]
+    assert (onnx["framework_a"], onnx["framework_b"], onnx["n"]) == ("keras", "pytorch", 4)
+    assert 0.4 < onnx["estimate"] < 0.6 and onnx["ci_low"] < onnx["estimate"] < onnx["ci_high"]  # planted 1 / 2
+    assert onnx["family"] == "secondary" and onnx["phrase"].startswith("keras ") and "faster" in onnx["phrase"]
+    native = dep[(dep["deployment"] == "native") & (dep["row_kind"] == "pair")]
+    assert len(native) and set(native["framework_a"]) == {"keras"}  # SavedModel vs ExportedProgram, paired by seed
+    assert (dep["condition"] == "all runs").all() and (dep["condition_id"] == 0).all()  # the report's conditions
+    for needle in ("ONNX served by ONNX Runtime", "Each framework in its own serving format", "keras vs pytorch",
+                   "litert-torch", "failed 1/4", "ok 3/4", "max |Δ probability| 0.3", "parity.cpu_threads",
+                   "intra_op_num_threads", "Modules loaded in the serving processes"):
+        assert needle in section, needle
+
+
+def test_the_common_runtime_row_sits_next_to_infers_faster_with_what_it_means(deployed):
+    _, section, html = deployed
+    common = section[section.index('id="deploy-common"'):]
+    assert "In-framework latency p50 (Infers faster)" in common and "Served from ONNX Runtime" in common
+    verdict = html[html.index('id="verdict"'):html.index("<nav>")]
+    assert "Infers faster, served from one runtime" in verdict and "ONNX Runtime 0." in verdict
+
+
+def test_what_the_common_runtime_difference_means():
+    from analysis.deploy import meaning
+
+    def pair(estimate, low, high, phrase="", n=5):
+        return pd.Series({"framework_a": "keras", "framework_b": "pytorch", "estimate": estimate, "ci_low": low,
+                          "ci_high": high, "n": n, "phrase": phrase})
+
+    slower = pair(1.2, 1.1, 1.3, "pytorch 1.20× faster")
+    assert "runtime and Python overhead" in meaning(slower, pair(1.0, 0.9, 1.1))
+    assert "persists" in meaning(slower, pair(1.3, 1.2, 1.4, "pytorch 1.30× faster"))
+    assert "reverses" in meaning(slower, pair(0.8, 0.7, 0.9, "keras 1.25× faster"))
+    assert "exported graphs differ" in meaning(pair(1.0, 0.9, 1.1), pair(0.8, 0.7, 0.9, "keras 1.25× faster"))
+    assert "equally fast" in meaning(pair(1.0, 0.9, 1.1), pair(1.0, 0.95, 1.05))
+    assert "One paired seed" in meaning(slower, pair(1.0, float("nan"), float("nan"), n=1))
+
+
+def test_a_sweep_without_deployments_says_how_to_get_them(built):
+    html = built[3]
+    section = html[html.index('<section id="deploys">'):]
+    assert "deploy=onnx" in section[:2000] and "not available" not in section[:200]
+    summary = pd.read_parquet(built[2]["summary"])
+    assert summary["deployment"].isna().all()
+
+
+def test_the_developer_experience_ecosystem_row_shows_what_deployed(deployed):
+    html = deployed[2]
+    dx = html[html.index('id="dx"'):html.index("</section>", html.index('id="dx"'))]
+    assert "deployed: tf_saved_model ok 4/4 (served p50" in dx and "litert failed" not in dx
+    assert "deployed: torch_export ok 4/4" in dx and "litert skipped" in dx

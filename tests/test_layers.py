@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.registry import FRAMEWORK_MODULES
+from core.registry import FRAMEWORK_ONLY_MODULES
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = ("core", "frameworks", "runner", "analysis")
@@ -24,8 +24,9 @@ ALLOWED = {
 }
 #: The runner may call the analysis only through ``import analysis`` / ``from analysis import <public>``.
 RUNNER_ANALYSIS_PUBLIC = {"analysis"}
-#: The modules the registry's adapters import (``core.registry.Framework.imports``): only frameworks/ may.
-DEEP_LEARNING = FRAMEWORK_MODULES
+#: The modules the registry's adapters, exporters and serving runtimes import (``core.registry.Framework.imports``,
+#: ``core.registry.DeployFormat.imports``): only frameworks/ may.
+DEEP_LEARNING = FRAMEWORK_ONLY_MODULES
 
 
 def imports_of(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
@@ -72,6 +73,7 @@ def test_every_import_goes_down_the_layers():
     ("analysis", "import runner.store.fragments as rr", "analysis/"),
     ("runner", "from analysis.summary import summarize", "public package API"),
     ("runner", "import torch", "only in frameworks/"),
+    ("analysis", "import onnxruntime", "only in frameworks/"),  # a serving runtime, from the deploy formats
     ("core", "from . import spec\nfrom ..runner import grid", "core/"),
 ])
 def test_an_upward_import_would_fail(tmp_path, layer, line, culprit):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow.parquet as pq
 from runner_support import run_cli, runs
 
 from core.results import RUNS_SCHEMA, read_metadata
@@ -42,3 +43,10 @@ def test_seeds_sweep_with_real_frameworks_gives_one_ok_row_per_cell(tmp_path):
     assert gate["status"] == "passed", gate.get("summary")
     assert read_metadata(tmp_path / "runs.parquet")["parity_gate"]["status"] == "passed"
     assert f"results: {tmp_path} (4 ok, 0 failed of 4 cells)" in proc.stdout
+    # The default deploy=onnx: each trained model exported to ONNX, served by ONNX Runtime in a fresh process
+    # (no training framework loaded there) and proven to predict what the trained model predicted.
+    dep = pq.read_table(tmp_path / "deployments.parquet").to_pandas()
+    assert sorted(dep.framework) == ["keras", "keras", "pytorch", "pytorch"] and set(dep.format) == {"onnx"}
+    assert set(dep.status) == {"ok"}, dep.error.tolist()
+    assert (dep.max_abs_prob_diff <= 1e-4).all() and (dep.argmax_agreement == 1.0).all()
+    assert set(dep.serving_imports) == {'["onnxruntime"]'}

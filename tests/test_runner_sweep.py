@@ -167,6 +167,21 @@ def test_faults_killed_actors_are_retried_failures_are_rows_and_nothing_is_lost(
     assert all(cid in outcome.message for cid in outcome.failed)
 
 
+def test_deployments_are_consolidated_and_a_failed_export_is_a_row_not_a_stop(tmp_path):
+    # Deployment on, and the stand-in's own format fails to export in every cell: the cells stay ok, the sweep
+    # goes on, every cell has its failed npz row and its ONNX row (served in a fresh process), consolidated.
+    overrides = ["grid.seed=[0,1]", "train.deploy.enabled=true", "framework.fake.export_fail=[npz]"]
+    outcome = run_sweep(compose_cfg(overrides), out_dir=tmp_path)
+    assert outcome.exit_code == EXIT_OK, outcome.message
+    dep = pq.read_table(tmp_path / "deployments.parquet").to_pandas()
+    assert sorted(dep.cell_id.unique()) == sorted(outcome.planned) and len(dep) == 4
+    assert set(dep[dep.format == "npz"].status) == {"failed"}
+    assert dep[dep.format == "npz"].error.str.startswith("export failed: RuntimeError: fake framework").all()
+    onnx = dep[dep.format == "onnx"]
+    assert set(onnx.status) == {"ok"} and (onnx.max_abs_prob_diff <= 1e-4).all()
+    assert read_metadata(tmp_path / "deployments.parquet")["sweep_id"] == outcome.sweep_id
+
+
 def test_a_sweep_where_everything_fails_says_why_in_one_line(tmp_path):
     outcome = run_sweep(compose_cfg(["grid.seed=[0]", "framework.fake.fail=true"]), out_dir=tmp_path)
     assert outcome.exit_code == EXIT_FAILED
@@ -177,7 +192,8 @@ def test_a_sweep_where_everything_fails_says_why_in_one_line(tmp_path):
 def test_interrupt_leaves_finished_cells_on_disk_and_resume_runs_exactly_the_missing_ones(tmp_path):
     # Ctrl-C in the driver (KeyboardInterrupt in the main thread) once the first fragment exists.
     out = tmp_path / "out"
-    overrides = ["grid.seed=[0,1,2,3]", "framework.fake.step_sleep_s=0.3", "runner.max_retries=1"]
+    overrides = ["grid.seed=[0,1,2,3]", "framework.fake.step_sleep_s=0.3", "runner.max_retries=1",
+                 "train.deploy.enabled=true", "train.deploy.formats=[npz]"]
 
     def interrupt_after_first_fragment():
         deadline = time.time() + 120
@@ -202,6 +218,8 @@ def test_interrupt_leaves_finished_cells_on_disk_and_resume_runs_exactly_the_mis
     assert sorted(df.cell_id) == sorted(outcome.planned) and set(df.status) == {"ok"}
     assert resumed.sweep_id == outcome.sweep_id and set(df.sweep_id) == {outcome.sweep_id}
     assert read_metadata(out / "runs.parquet")["complete"] is True
+    deployments = pq.read_table(out / "deployments.parquet").to_pandas()  # consolidated with the rest, each cell once
+    assert sorted(deployments.cell_id) == sorted(outcome.planned) and set(deployments.status) == {"ok"}
 
     # Nothing missing: a resume by path runs nothing (and starts no actor).
     again = run_sweep(compose_cfg([f"runner.resume={out}"]), out_dir=tmp_path / "elsewhere")

@@ -58,7 +58,7 @@ def test_describe_prints_the_data_dictionary():
     proc = subprocess.run([sys.executable, "-m", "analysis", "--describe"], cwd=PROJECT_ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    for table in ("runs.parquet", "epochs.parquet", "predictions.parquet", "summary.parquet"):
+    for table in ("runs.parquet", "epochs.parquet", "predictions.parquet", "deployments.parquet", "summary.parquet"):
         assert table in proc.stdout
     assert "peak_host_rss_mib" in proc.stdout and "MiB" in proc.stdout
     assert proc.stderr == ""

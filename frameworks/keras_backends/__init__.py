@@ -85,6 +85,18 @@ class KerasBackend(abc.ABC):
     def release(self) -> None:
         """Drop the device copy of the data and the framework's compiled-function caches (after Keras'
         ``clear_session``), so the next cell starts from the state every cell starts from."""
+    # ---- deployment (``model.export``) --------------------------------------------------------
+    #: The deployment formats (``core.registry.DEPLOY_FORMATS``) Keras' ``model.export`` offers on this backend's
+    #: ecosystem, the backend's own serving format first (``Adapter.deploy_formats``).
+    deploy_formats: tuple[str, ...] = ("onnx",)
+
+    def export_unsupported(self, fmt: str) -> str | None:
+        """Why Keras on this backend cannot produce ``fmt`` in this process (naming the missing piece), or None."""
+        return None
+
+    def export_options(self, fmt: str) -> tuple[dict[str, Any], str]:
+        """(extra ``model.export`` keyword arguments, how the format is made on this backend in words)."""
+        return {}, ""
 
     # ---- pipelines ---------------------------------------------------------------------------
     @abc.abstractmethod

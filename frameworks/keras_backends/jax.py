@@ -20,6 +20,7 @@ _DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
 
 class Backend(KerasBackend):
     name = "jax"
+    deploy_formats = ("tf_saved_model", "onnx", "litert")
 
     def __init__(self) -> None:
         self._bank: tuple[str, tuple[int, ...], Any] | None = None  # (images key, orientations, jax array)
@@ -54,6 +55,19 @@ class Backend(KerasBackend):
         # dropout draw their default seeds from Python's `random`, which is what this seeds.
         random.seed(seed)
         np.random.seed(seed)
+
+    def export_unsupported(self, fmt: str) -> str | None:
+        if fmt == "tf_saved_model":
+            return ("Keras exports a SavedModel from JAX through jax2tf, which imports TensorFlow; a keras_jax process "
+                    "never imports TensorFlow")
+        if fmt == "litert":
+            return "Keras' LiteRT export runs on the TensorFlow or torch backend only (model.export raises on jax)"
+        return None
+
+    def export_options(self, fmt: str) -> tuple[dict[str, Any], str]:
+        from importlib import metadata
+
+        return {}, f"jax2onnx {metadata.version('jax2onnx')} (no TensorFlow)" if fmt == "onnx" else ""
 
     def versions(self) -> dict[str, str]:
         import jax

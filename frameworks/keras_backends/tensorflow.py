@@ -22,6 +22,7 @@ from frameworks.knobs import cpu_name
 
 class Backend(KerasBackend):
     name = "tensorflow"
+    deploy_formats = ("tf_saved_model", "onnx", "litert")
 
     def __init__(self) -> None:
         self._bank: tuple[str, tuple[int, ...], Any] | None = None
@@ -65,6 +66,17 @@ class Backend(KerasBackend):
 
     def seed(self, keras: Any, seed: int) -> None:
         keras.utils.set_random_seed(seed)  # Python, numpy, TF and Keras' global seed generator
+
+    def export_options(self, fmt: str) -> tuple[dict[str, Any], str]:
+        import tensorflow as tf
+
+        if fmt == "onnx":
+            from importlib import metadata
+
+            return {}, f"tf.function → tf2onnx {metadata.version('tf2onnx')}"
+        if fmt == "litert":
+            return {}, f"tf.lite.TFLiteConverter (TensorFlow {tf.__version__})"
+        return {}, f"TensorFlow {tf.__version__}"
 
     def versions(self) -> dict[str, str]:
         import tensorflow as tf

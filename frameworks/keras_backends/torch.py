@@ -18,6 +18,7 @@ from frameworks.knobs import cpu_name
 
 class Backend(KerasBackend):
     name = "torch"
+    deploy_formats = ("torch_export", "onnx", "tf_saved_model", "litert")
 
     def __init__(self) -> None:
         self._data = None  # frameworks.pytorch_adapter.DeviceData, NHWC rows
@@ -55,6 +56,26 @@ class Backend(KerasBackend):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+
+    def export_unsupported(self, fmt: str) -> str | None:
+        if fmt == "tf_saved_model":
+            return ("Keras exports a SavedModel from torch through torch_xla (StableHLO) and TensorFlow; a keras_torch "
+                    "process never imports TensorFlow, and torch_xla is not installed")
+        if fmt == "litert":
+            return ("Keras' LiteRT export on torch needs litert-torch (formerly ai-edge-torch), a separate conversion "
+                    "toolchain this benchmark does not install")
+        return None
+
+    def export_options(self, fmt: str) -> tuple[dict[str, Any], str]:
+        import torch
+
+        if fmt == "torch_export":  # batch 2 traced, the batch dimension left dynamic (else it is fixed at 1)
+            return ({"dynamic_shapes": ({0: torch.export.Dim("batch", min=1, max=65536)},)},
+                    f"torch.export (torch {torch.__version__})")
+        if fmt == "onnx":
+            return {}, (f"torch.onnx.export, TorchScript exporter: Keras picks it for a dynamic batch dimension "
+                        f"(torch {torch.__version__})")
+        return {}, ""
 
     def versions(self) -> dict[str, str]:
         import torch

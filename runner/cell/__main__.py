@@ -42,11 +42,22 @@ def _summary(result: CellResult, out_dir: Path, files: Mapping[str, Path]) -> st
             f"  memory: peak host RSS {fmt('peak_host_rss_mib', '.0f', ' MiB')}  "
             f"peak device {fmt('peak_device_memory_mib', '.0f', ' MiB')}  params {r.get('param_count')}",
         ]
+        lines += [_deployment_line(d) for d in result.tables.get("deployments", [])]
         lines += [f"  note: {n}" for n in result.notes]
     else:
         lines.append(f"  error: {result.error}")
     lines.append(f"  results: {', '.join(str(p) for p in files.values())}")
     return "\n".join(lines)
+
+
+def _deployment_line(d: dict) -> str:
+    """``deploy onnx → onnxruntime: ok, max |Δ prob| 1.2e-07, load 0.015 s, served p50 0.094 ms, 0.43 MiB``."""
+    head = f"  deploy {d['format']} → {d['runtime']}: {d['status']}"
+    if d.get("served_latency_p50_ms") is None:
+        return f"{head} ({d.get('error')})"
+    return (f"{head}, max |Δ prob| {d['max_abs_prob_diff']:.1e}, load {d['load_seconds']:.3f} s, "
+            f"served p50 {d['served_latency_p50_ms']:.3f} ms, {d['artifact_mib']:.2f} MiB"
+            + (f" ({d['error']})" if d.get("error") else ""))
 
 
 def _main(cfg: Any) -> int:

@@ -43,6 +43,9 @@ What is timed, and how (every clock read is preceded by ``adapter.sync()``):
   p50/p90/p99 and throughput median/p10/p90 (from per-call times) and the call counts are recorded.
 - Memory (``runner.cell.memory``): the actor's footprint at the snapshot and its peak above it, host and
   device; after everything timed, the Leaner figure from a fresh process (``runner.cell.probe``).
+- Deployment (``train.deploy``) after every in-framework measurement above and before the fresh-process memory
+  probe: export, a fresh serving process per artifact, the equality check, served timings → ``deployments``
+  rows (``runner/cell/deploy.py``).
 """
 from __future__ import annotations
 
@@ -147,6 +150,7 @@ def run_cell(cell: Mapping[str, Any], *, sweep_id: str = "", context: Mapping[st
     row: dict[str, Any] = {"sweep_id": sweep_id, "start_time": start_time}
     epoch_rows: list[dict[str, Any]] = []
     prediction_rows: list[dict[str, Any]] = []
+    deployment_rows: list[dict[str, Any]] = []  # runner.cell.deploy (train.deploy)
     notes: list[str] = []
     state: dict[str, Any] = {}  # what _run got as far as (the adapter cache key)
     # A config too broken to hash still gets a (stable) id, so its failed row can be stored.
@@ -156,7 +160,7 @@ def run_cell(cell: Mapping[str, Any], *, sweep_id: str = "", context: Mapping[st
         row["cell_id"] = cid = cell_id(cell)
         row["config_hash"] = config_hash(cell)
         _fill_context(row, context or {})
-        _run(cell, cid, row, epoch_rows, prediction_rows, notes, adapter_cache, state)
+        _run(cell, cid, row, epoch_rows, prediction_rows, notes, adapter_cache, state, deployment_rows)
         row["status"] = "ok"
     except CellSkipped as exc:
         row.update(status="skipped", error=str(exc))
@@ -165,6 +169,7 @@ def run_cell(cell: Mapping[str, Any], *, sweep_id: str = "", context: Mapping[st
         row.update(status="failed", error=one_line(exc), traceback=traceback.format_exc())
         epoch_rows.clear()  # partial epochs/predictions of a failed cell would look like results
         prediction_rows.clear()
+        deployment_rows.clear()
         if adapter_cache is not None and "cache_key" in state:  # a half-built adapter must not serve the next cell
             adapter_cache.pop(state["cache_key"], None)
         log.error("cell %s failed: %s", row["cell_id"], row["error"])
@@ -173,7 +178,8 @@ def run_cell(cell: Mapping[str, Any], *, sweep_id: str = "", context: Mapping[st
     row.setdefault("git_sha", provenance.git_sha())
     row = {name: row.get(name) for name in RUNS_SCHEMA.names}  # every column present, schema order
     return CellResult(cell_id=row["cell_id"], status=row["status"], error=row.get("error"), notes=notes,
-                      tables={"runs": [row], "epochs": epoch_rows, "predictions": prediction_rows})
+                      tables={"runs": [row], "epochs": epoch_rows, "predictions": prediction_rows,
+                              "deployments": deployment_rows})
 
 
 def _fill_context(row: dict[str, Any], context: Mapping[str, Any]) -> None:
@@ -198,12 +204,13 @@ class _Cell:
 
 
 def _run(cell: dict[str, Any], cid: str, row: dict[str, Any], epoch_rows: list, prediction_rows: list,
-         notes: list, adapter_cache: dict | None, state: dict[str, Any]) -> None:
+         notes: list, adapter_cache: dict | None, state: dict[str, Any], deployment_rows: list | None = None) -> None:
     """The cell's steps in order; each fills its columns of ``row`` (see the module doc for the timing).
 
     Set-up (untimed): the adapter, what an earlier cell left released, the data resident, the spec, the
     measured choices of the device (``runner.cell.tuning``). Then the memory snapshot, and everything
-    measured: build, training (to the target or the budget), test quality, latency, throughput."""
+    measured: build, training (to the target or the budget), test quality, latency, throughput; then the
+    deployments and the fresh-process memory probe."""
     import runner.data as data
 
     c = _settings(cell, cid, row)
@@ -235,6 +242,12 @@ def _run(cell: dict[str, Any], cid: str, row: dict[str, Any], epoch_rows: list, 
     columns, unmeasured = cell_memory.finish(adapter)
     row.update(columns)
     c.unmeasured.update(unmeasured)
+    if deployment_rows is not None and c.train.deploy.enabled:  # after every in-framework measurement
+        from runner.cell.deploy import deploy
+
+        deployment_rows.extend(deploy(adapter, ds, prediction_rows, train=c.train, precision=c.parity.precision,
+                                      cpu_threads=c.parity.cpu_threads, device_kind=row.get("device_kind") or "cpu",
+                                      identity=row))
     _fresh_memory(c, adapter, json.loads(row["tuning"]))
     row["unmeasured"] = json.dumps(c.unmeasured, sort_keys=True) if c.unmeasured else None
 
@@ -503,22 +516,10 @@ def timed_calls(adapter, batch, settings: InferenceConfig) -> np.ndarray:
     """Seconds of each timed ``adapter.infer(batch)`` call (clock read after ``sync``), after
     ``warmup_calls`` untimed ones; calls continue until ``min_calls`` and ``min_seconds`` are both
     reached, or ``max_seconds`` has passed (at least one call is always timed)."""
-    import time
+    from core.timing import timed_calls as repeat  # the one rule, shared with frameworks.serving
 
-    for _ in range(settings.warmup_calls):
-        adapter.infer(batch)
-    adapter.sync()
-    times: list[float] = []
-    total = 0.0
-    while True:
-        t0 = time.perf_counter()
-        adapter.infer(batch)
-        adapter.sync()
-        times.append(time.perf_counter() - t0)
-        total += times[-1]
-        enough = len(times) >= settings.min_calls and total >= settings.min_seconds
-        if enough or total >= settings.max_seconds:
-            return np.asarray(times)
+    return repeat(lambda: adapter.infer(batch), warmup_calls=settings.warmup_calls, min_calls=settings.min_calls,
+                  min_seconds=settings.min_seconds, max_seconds=settings.max_seconds, sync=adapter.sync)
 
 
 def calls_needed(q: float) -> int:

@@ -3,7 +3,7 @@
 The schemas and the directory layout live in ``core.results`` (the analysis reads them too). A
 cell's rows are written as one fragment directory ``fragments/<cell_id>/`` via a temporary
 sibling directory + ``os.replace``, so a crash never leaves a half-written fragment;
-``consolidate`` turns all fragments into the three tables.
+``consolidate`` turns all fragments into the tables of ``core.results.SCHEMAS``.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from runner.store.io_errors import sweep_io
 
 def write_fragment(root: str | Path, cell_id: str, tables: Mapping[str, Iterable[Mapping[str, Any]]],
                    metadata: Mapping[str, Any] | None = None) -> Path:
-    """Write one cell's rows as ``root/fragments/<cell_id>/{runs,epochs,predictions}.parquet`` atomically.
+    """Write one cell's rows as ``root/fragments/<cell_id>/<table>.parquet`` (every table of ``SCHEMAS``) atomically.
 
     The files go to a temporary sibling directory first, which is renamed into place; an earlier
     fragment of the same cell (e.g. a ``failed`` attempt) is replaced whole.
@@ -74,7 +74,7 @@ def ok_cell_ids(root: str | Path) -> set[str]:
 
 
 def consolidate(root: str | Path, metadata: Mapping[str, Any] | None = None) -> dict[str, Path]:
-    """Fragments → ``runs.parquet``, ``epochs.parquet``, ``predictions.parquet`` in ``root`` (atomic each)."""
+    """Fragments → one ``<table>.parquet`` per table of ``SCHEMAS`` in ``root`` (atomic each)."""
     out = {}
     for name in SCHEMAS:
         table = read_fragments(root, name).replace_schema_metadata(encode_metadata(metadata))

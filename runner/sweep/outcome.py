@@ -45,6 +45,28 @@ def count_cells(outcome: SweepOutcome, out_dir: Path) -> None:
     outcome.missing = [c for c in outcome.planned if c not in status]
 
 
+def say_deployments(out_dir: Path | None, labels: Mapping[str, str]) -> None:
+    """One line for the deployments (``train.deploy``), when there are any, and one per failed deployment: a wrong
+    artifact must not hide behind "all cells ok"."""
+    from runner.store import fragments as results
+
+    if out_dir is None:
+        return
+    table = results.read_fragments(out_dir, "deployments")
+    if not table.num_rows:
+        return
+    rows = table.select(["cell_id", "format", "runtime", "status", "error"]).to_pylist()
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
+    log.info("deployments: %d ok, %d failed, %d skipped (deployments.parquet; the report's Deploys section)",
+             counts["ok"], counts["failed"], counts["skipped"])
+    failed = [r for r in rows if r["status"] == "failed"]
+    for r in failed[:10]:
+        log.warning("  deployment failed %s %s → %s: %s", labels.get(r["cell_id"], r["cell_id"]), r["format"],
+                    r["runtime"], r["error"])
+    if len(failed) > 10:
+        log.warning("  … and %d more", len(failed) - 10)
+
+
 def say_sweep_failed(outcome: SweepOutcome) -> SweepOutcome:
     """The sweep itself failed (Ray, actors, gate): where the partial results are, and why."""
     log.info("results so far: %s (%d ok, %d failed of %d cells)", outcome.out_dir, len(outcome.ok),
@@ -75,6 +97,7 @@ def say_finished(outcome: SweepOutcome, cells: Sequence[Mapping[str, Any]], repo
     log.info("results: %s (%d ok, %d failed of %d cells)", outcome.out_dir, len(outcome.ok), len(outcome.failed),
              len(outcome.planned))
     labels = {cid: cell_label(c) for c, cid in zip(cells, outcome.planned)}
+    say_deployments(outcome.out_dir, labels)
     for cid, err in list(outcome.failed.items())[:20]:
         log.error("  failed %s: %s", labels.get(cid, cid), err)
     if not outcome.ok and outcome.planned:
