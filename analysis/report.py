@@ -125,7 +125,7 @@ def hint_text(verdict: str, seeds_needed: Any, n: Any) -> str:
         return ""
     k = int(seeds_needed)
     if k > 1000:
-        return "> 1000 seeds: the difference is tiny next to the seed-to-seed noise (or, with resampled splits, below the floor their overlap sets)"
+        return "> 1000 seeds: the difference is tiny next to the seed-to-seed noise"
     return f"~{k} seeds would settle it (80 % power)"
 
 
@@ -137,6 +137,8 @@ def verdict_text(verdict: str, margin_words: Any, seeds_needed: Any, n: Any, not
     if verdict == NOT_MEASURED:
         return str(note) if note else NOT_MEASURED
     if verdict == stats.VERDICT_INCONCLUSIVE:
+        if isinstance(note, str) and note.startswith("no number of seeds settles it"):
+            return f"{verdict} — {note}"
         hint = hint_text(verdict, seeds_needed, n)
         return f"{verdict} — {hint}" if hint else verdict
     if verdict.endswith(" better") and isinstance(margin_words, str) and margin_words:
@@ -279,7 +281,7 @@ def _metric_tables(summary: pd.DataFrame, conditions: pd.DataFrame) -> list[dict
                              "n": int(r.n), "family": family_text(r), "p": fmt_p(r.p),
                              "p_holm": fmt_p(r.p_holm) if headline else "",
                              "p_tost": fmt_p(r.p_tost_holm if headline else r.p_tost), "prob": prob,
-                             "verdict": verdict_text(r.verdict, r.margin_words, r.seeds_needed, r.n) if headline
+                             "verdict": verdict_text(r.verdict, r.margin_words, r.seeds_needed, r.n, r.note) if headline
                              else "descriptive",
                              "vclass": verdict_class(r.verdict, r.framework_a, r.framework_b) if headline else "v-inc"})
         unit = "%" if info.proportion else info.unit

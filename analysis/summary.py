@@ -31,6 +31,7 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from analysis import censored, stats
 from analysis.metrics import (CONDITION_COLUMNS, CONDITION_LABELS, METRICS, PRIMARY, MetricInfo,
@@ -649,6 +650,14 @@ def _finish_pairs(cols: dict[str, np.ndarray], options: AnalysisOptions,
         cols["winner"][hp] = winner
         cols["margin_words"][hp] = margin_words
         cols["seeds_needed"][hp] = np.where(words == stats.VERDICT_INCONCLUSIVE, hint, np.nan)
+        # Resampled splits: the interval cannot shrink below what their overlap leaves, whatever the seeds.
+        floor = special.ndtri(1 - hint_level / 2) * np.sqrt(rho) * sd
+        beyond = (words == stats.VERDICT_INCONCLUSIVE) & (rho > 0) & (hint > 1000) & np.isfinite(floor)
+        for k in np.flatnonzero(beyond):
+            unit = "pp" if cols["comparison"][hp[k]] == "difference" else "(log ratio)"
+            cols["note"][hp[k]] = (f"no number of seeds settles it at 80 % power: with resampled splits the interval "
+                                   f"cannot get narrower than ±{floor[k]:.2g} {unit} (the splits overlap); a fixed "
+                                   "split (data.split_seed) answers it for these data")
     positions = np.flatnonzero(pair)
     cols["phrase"][positions] = [effect_phrase(METRICS[x], a, b, e) for x, a, b, e in zip(
         cols["metric"][positions], cols["framework_a"][positions], cols["framework_b"][positions],

@@ -82,7 +82,7 @@ def notebook_table(summary: pd.DataFrame, conditions: pd.DataFrame, verdict_text
                              "estimate": f"{float(r.estimate):+.2f} pp" if _finite(r.estimate) else "—",
                              "ci": (f"[{float(r.ci_low):+.2f}, {float(r.ci_high):+.2f}]"
                                     if _finite(r.ci_low) and _finite(r.ci_high) else ""),
-                             "verdict": verdict_text(r.verdict, r.margin_words, r.seeds_needed, r.n) if r.verdict else
+                             "verdict": verdict_text(r.verdict, r.margin_words, r.seeds_needed, r.n, r.note) if r.verdict else
                              "descriptive (no headline verdict in this condition)"})
         epochs = getattr(cond, "epochs", None)
         blocks.append({"label": cond.condition, "epochs": int(epochs) if _finite(epochs) else None,

@@ -229,3 +229,18 @@ def test_quality_intervals_under_resampled_splits_are_corrected_and_fixed_ones_a
         row = s[(s["row_kind"] == "pair") & (s["metric"] == "accuracy")].iloc[0]
         widths[design] = row["ci_high"] - row["ci_low"]
     assert widths["resampled"] / widths["fixed"] == pytest.approx(math.sqrt(1 + 10 * 400 / 1440), rel=1e-6)
+
+
+def test_below_the_floor_of_resampled_splits_the_verdict_says_no_number_of_seeds_settles_it():
+    rng = np.random.default_rng(1)
+    runs = pd.DataFrame([{"framework": fw, "seed": s, "cell_id": f"{fw}{s}", "status": "ok", "data": "d",
+                          "accuracy": 0.78 + (0.005 if fw == "keras" else 0) + rng.normal(0, 0.03),
+                          "train_samples": 1200, "test_samples": 400, "val_samples": 400, "split_design": "resampled"}
+                         for fw in ("keras", "pytorch") for s in range(5)])
+    summary, _, _ = summarize(runs, AnalysisOptions())
+    row = summary[(summary["row_kind"] == "pair") & (summary["metric"] == "accuracy")].iloc[0]
+    assert row["verdict"] == "inconclusive" and row["note"].startswith("no number of seeds settles it at 80 % power")
+    from analysis.report import verdict_text
+
+    assert "cannot get narrower than ±" in verdict_text(row["verdict"], row["margin_words"], row["seeds_needed"],
+                                                        row["n"], row["note"])
