@@ -11,7 +11,9 @@ is checked; the others (``keras`` on TensorFlow, on that image) get ``skipped`` 
 Per framework, in this order, each step in its own process, under one time budget:
 
 - ``gpu_tests``: ``pytest -m gpu tests/test_frameworks_gpu.py`` (that framework's items);
-- ``cell``: ``python -m runner.cell framework=F seed=0 device=gpu data=eurosat_mini train.epochs=3``
+- ``cell``: ``python -m runner.cell framework=F seed=0 device=gpu data=eurosat_mini train.epochs=3 deploy=off``
+  (deployment needs ONNX wheels the device image lacks; the cell's own path — tuning, timed training, the
+  fresh-process memory probe — is what the check covers)
   (3 epochs: the median excludes the warm-up epoch);
 - ``ceiling:<model>``: ``benchmarks/bench_ceiling.py --frameworks F --models small_cnn capstone_cnn
   --device gpu`` (adapter vs bare loop), one row per model.
@@ -70,10 +72,10 @@ TREE_LIMIT_MIB = 64  # what the device tool carries: the working tree + .whl/
 #: (budget seconds, per-step caps) and the workload, per mode. ``quick``: tiny settings for a CPU dry run.
 SETTINGS = {
     "full": {"budget": 450, "caps": {"gpu_tests": 150, "cell": 120, "ceiling": 150},
-             "cell": ["data=eurosat_mini", "train.epochs=3"],
+             "cell": ["data=eurosat_mini", "train.epochs=3", "deploy=off"],
              "ceiling": ["--samples", "8192", "--batch-size", "256", "--repeats", "5", "--null-samples", "32768"]},
     "quick": {"budget": 1500, "caps": {"gpu_tests": 300, "cell": 300, "ceiling": 400},
-              "cell": ["data=synthetic", "train=tiny", "train.epochs=2"],
+              "cell": ["data=synthetic", "train=tiny", "train.epochs=2", "deploy=off"],
               "ceiling": ["--samples", "32", "--batch-size", "16", "--repeats", "1", "--null-samples", "64",
                           "--image-size", "64"]},
 }

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from core.registry import FRAMEWORKS, REAL_FRAMEWORKS
+from core.registry import DEPLOY_MODULES, FRAMEWORKS, REAL_FRAMEWORKS
 from test_layers import imports_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,6 +179,10 @@ def test_every_package_the_check_imports_is_on_the_device_or_carried(tmp_path):
     # Modules only a framework that is skipped there imports (TensorFlow: keras' backend, the bare TF loop).
     skipped_modules = {m for fw in set(REAL_FRAMEWORKS) - on_device for m in FRAMEWORKS[fw].imports
                        if not _dists(m) <= allowed}
+    # The cells run with deploy=off there: the deployment formats' exporters and runtimes are not imported.
+    assert all("deploy=off" in step["argv"] for step in dc.plan("gpu", "full", ["pytorch"], tmp_path)
+               if step["check"] == "cell")
+    skipped_modules |= DEPLOY_MODULES
     steps = dc.plan("gpu", "full", sorted(on_device), tmp_path)
     found = third_party_imports(entries_of(steps))
     assert {"torch", "jax", "keras", "hydra", "omegaconf", "pyarrow", "pytest"} <= set(found)  # it does look
