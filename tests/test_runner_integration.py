@@ -16,7 +16,8 @@ from core.results import RUNS_SCHEMA, read_metadata
 
 def test_seeds_sweep_with_real_frameworks_gives_one_ok_row_per_cell(tmp_path):
     proc = run_cli(["+sweep=seeds", "grid.seed=[0,1]", "data=synthetic", "train=tiny", "train.epochs=2",
-                    "model.filters=[4,8]", "model.dense_units=16", "runner.progress=false", f"hydra.run.dir={tmp_path}"],
+                    "model.filters=[4,8]", "model.dense_units=16", "runner.progress=false", "deploy=onnx",
+                    f"hydra.run.dir={tmp_path}"],
                    timeout=600)
     assert proc.returncode == 0, proc.stdout[-5000:]
     df = runs(tmp_path)
@@ -43,8 +44,9 @@ def test_seeds_sweep_with_real_frameworks_gives_one_ok_row_per_cell(tmp_path):
     assert gate["status"] == "passed", gate.get("summary")
     assert read_metadata(tmp_path / "runs.parquet")["parity_gate"]["status"] == "passed"
     assert f"results: {tmp_path} (4 ok, 0 failed of 4 cells)" in proc.stdout
-    # The default deploy=onnx: each trained model exported to ONNX, served by ONNX Runtime in a fresh process
-    # (no training framework loaded there) and proven to predict what the trained model predicted.
+    # deploy=onnx (the default job runs deploy=off; the one real-path test turns it on): each trained model exported
+    # to ONNX, served by ONNX Runtime in a fresh process (no training framework loaded there) and proven to predict
+    # what the trained model predicted.
     dep = pq.read_table(tmp_path / "deployments.parquet").to_pandas()
     assert sorted(dep.framework) == ["keras", "keras", "pytorch", "pytorch"] and set(dep.format) == {"onnx"}
     assert set(dep.status) == {"ok"}, dep.error.tolist()
