@@ -346,3 +346,19 @@ def test_a_failed_join_names_the_token_settings():
     hint = auth_hint(ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379"))
     assert "RAY_AUTH_MODE=token" in hint and "RAY_AUTH_TOKEN" in hint
     assert auth_hint(ValueError("address must be host:port")) == ""
+
+
+# ---- experiment presets (conf/experiment/) ------------------------------------------------------------------
+def test_the_experiment_presets_are_there():
+    assert {"time_to_target", "eurosat_15_epochs"} <= set(gridlib.choices("experiment"))
+
+
+@pytest.mark.parametrize("name", gridlib.choices("experiment"))
+def test_every_experiment_preset_composes_and_passes_the_checks(name):
+    # full EuroSAT has no default path (it is not in the repo): the user names it; not read here (data=False)
+    path = ["data.path=/data/EuroSAT_RGB.zip"] if name == "eurosat_15_epochs" else []
+    cfg = compose_cfg([f"+experiment={name}", *path], fake=False)
+    p = check_sweep(cfg, data=False)
+    cells = p.cells(["gpu"] if cfg.grid.device == ["gpu"] else ["cpu"])
+    assert cells and all(c["train"]["target"]["threshold"] > 0 for c in cells), name
+    assert {c["train"]["epochs"] for c in cells} == {15}, name  # the seed notebook's 15 epochs
