@@ -23,8 +23,8 @@
 # --target gpu builds (never runs) only where the real CUDA base image is already in the store:
 #    it gets no stand-in (its CUDA/cuDNN is the point; its builder downloads Python from GitHub).
 #
-# Needs root (chroot builds, the containers store), buildah, podman, runc, debootstrap, python3
-# with pip (to fetch the uv wheel), and ~40 GB free disk (KVP_MIN_FREE_GB). Exit status: 0 =
+# Needs root (chroot builds, the containers store), buildah, podman, runc, debootstrap, a python3
+# with pip on PATH or uvx (to fetch the uv wheel), and ~40 GB free disk (KVP_MIN_FREE_GB). Exit status: 0 =
 # built (and ran and checked), non-zero with one `error: ...` line otherwise. Timings go to
 # stdout as `timing: ...` lines.
 set -euo pipefail
@@ -149,7 +149,14 @@ if need_standin "$PYTHON_REF" "$CA_SUM"; then
 fi
 if need_standin "$UV_REF" "$CA_SUM"; then
     echo "making stand-in $UV_REF: /uv and /uvx from the uv $UV_VERSION wheel (PyPI)"
-    python3 -m pip download --no-deps --only-binary=:all: --dest "$WORK/uv-wheel" "uv==$UV_VERSION" \
+    # The first python3 on PATH that has pip: under `uv run` that is the project's venv, which has none.
+    PIP=()
+    for py in $(type -ap python3) /usr/bin/python3 /usr/local/bin/python3; do
+        if "$py" -m pip --version >/dev/null 2>&1; then PIP=("$py" -m pip); break; fi
+    done
+    if [ "${#PIP[@]}" = 0 ] && command -v uvx >/dev/null 2>&1; then PIP=(uvx --from pip pip); fi
+    [ "${#PIP[@]}" != 0 ] || die "no python3 with pip on PATH (and no uvx) to fetch the uv $UV_VERSION wheel; install: apt-get install -y python3-pip"
+    "${PIP[@]}" download --no-deps --only-binary=:all: --dest "$WORK/uv-wheel" "uv==$UV_VERSION" \
         >"$WORK/pip.log" 2>&1 \
         || { tail -n 20 "$WORK/pip.log" >&2; die "could not download the uv $UV_VERSION wheel from PyPI (log above)"; }
     mkdir -p "$WORK/uv-root"
