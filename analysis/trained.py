@@ -28,7 +28,7 @@ from analysis.metrics import METRICS, framework_sort_key
 #: The seed notebook's columns: (summary metric, heading).
 NOTEBOOK_COLUMNS = (("val_accuracy", "Validation accuracy"), ("precision", "Precision (weighted)"),
                     ("recall", "Recall (weighted)"), ("f1", "F1 (weighted)"),
-                    ("mean_epoch_seconds", "Training time per epoch"))
+                    ("mean_epoch_seconds", "Training time per epoch (warm-up included)"))
 
 
 def _finite(x: Any) -> bool:
