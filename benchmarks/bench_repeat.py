@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         runs[name] = headline(root / name / "summary.parquet")
         print(f"  {walls[name]:.0f} s", flush=True)
     rows, ok = compare(runs)
-    print(f"\nheadline rows: estimate (verdict) per run; agreement within 2.58·√(SE₁²+SE₂²) on the analysis scale; flips")
+    print("\nheadline rows: estimate (verdict) per run; agreement within 2.58·√(SE₁²+SE₂²) on the analysis scale; flips")
     for r in rows:
         print(f"- {r['question']} · {r['pair']} · {r['condition']}")
         for name in runs:

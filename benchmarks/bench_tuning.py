@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,18 +22,14 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from frameworks.knobs import cpu_name  # noqa: E402  (numpy only: no deep-learning framework in this process)
+
 KNOB = {"pytorch": ("memory_format", ("contiguous", "channels_last")),
         "keras": ("data_format", ("channels_last", "channels_first")),
         "keras_jax": ("data_format", ("channels_last", "channels_first")),
         "keras_torch": ("data_format", ("channels_last", "channels_first"))}
-
-
-def cpu_model() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def one_cell(framework: str, value: str, epochs: int, extra: list[str], out: Path) -> dict:
@@ -56,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1)
     args, extra = parser.parse_known_args(argv)
-    print(f"bench_tuning: {cpu_model()}; runner.cell seed 0, {args.epochs} epochs, images/s of the median "
+    print(f"bench_tuning: {cpu_name()}; runner.cell seed 0, {args.epochs} epochs, images/s of the median "
           f"post-warm-up epoch; {args.rounds} round(s) alternating the order", flush=True)
     ok = True
     with tempfile.TemporaryDirectory(prefix="bench-tuning-") as tmp:

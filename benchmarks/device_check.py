@@ -50,6 +50,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from core.registry import FRAMEWORKS, REAL_FRAMEWORKS  # noqa: E402  (framework-free)
+from frameworks.knobs import cpu_name  # noqa: E402  (numpy only)
 
 #: Distributions the check relies on that the lent GPU machines' image ('cuda') already holds (its
 #: package list, read 2026-11-17: PyTorch, JAX with the CUDA plugin, … and what the carried wheels need).
@@ -148,16 +149,6 @@ def gpus() -> list[dict]:
         return []
     rows = [line.split(", ") for line in text.strip().splitlines() if line.strip()]
     return [{"name": r[0], "driver": r[1], "memory_mib": int(r[2]) if r[2].isdigit() else r[2]} for r in rows if len(r) == 3]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def preflight(device: str) -> None:
@@ -474,7 +465,7 @@ def check(args) -> int:
         "check": "kvp-bench device check", "format": 1, "argv": sys.argv[1:],
         "started_utc": started.isoformat(timespec="seconds"), "wall_seconds": round(time.monotonic() - t0, 1),
         "mode": {"device": args.device, "quick": args.quick, "dry_run": args.dry_run, "budget_seconds": budget},
-        "machine": {"gpus": gpus(), "cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"gpus": gpus(), "cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "git_sha": os.environ.get("KVP_GIT_SHA"),
         "versions": versions(), "frameworks": status,

@@ -321,13 +321,13 @@ COLUMN_DOCS: dict[str, tuple[str, str]] = {
                                                "(train.deploy.min_argmax_agreement)"),
     "served_latency_p50_ms": ("ms", "served latency at batch 1 (uint8 image → probabilities, normalisation included), "
                                     "median over timed calls after warm-up (train.inference)"),
-    "served_latency_p90_ms": ("ms", "served latency at batch 1, 90th percentile"),
-    "served_latency_p99_ms": ("ms", "served latency at batch 1, 99th percentile"),
+    "served_latency_p90_ms": ("ms", "served latency at batch 1, 90th percentile (null from fewer than 10 timed calls)"),
+    "served_latency_p99_ms": ("ms", "served latency at batch 1, 99th percentile (null from fewer than 100 timed calls)"),
     "served_latency_calls": ("count", "timed batch-1 calls behind the served latency (repeats driven by time)"),
     "served_throughput_images_per_second": ("images/s", "served throughput at throughput_batch_size (the cell's batch "
                                                         "size), median over timed calls"),
-    "served_throughput_images_per_second_p10": ("images/s", "served throughput, 10th percentile over timed calls"),
-    "served_throughput_images_per_second_p90": ("images/s", "served throughput, 90th percentile over timed calls"),
+    "served_throughput_images_per_second_p10": ("images/s", "served throughput, 10th percentile over timed calls (null from fewer than 10)"),
+    "served_throughput_images_per_second_p90": ("images/s", "served throughput, 90th percentile over timed calls (null from fewer than 10)"),
     "served_throughput_calls": ("count", "timed calls behind the served throughput"),
     "serving_peak_rss_mib": ("MiB", "peak resident host memory of the serving process (runtime, artifact, inputs)"),
 }

@@ -6,6 +6,7 @@ that times an exported artifact (``frameworks.serving``), so both obey exactly t
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable
 
@@ -34,17 +35,41 @@ def timed_calls(call: Callable[[], Any], *, warmup_calls: int, min_calls: int, m
             return np.asarray(times)
 
 
-def latency_summary(seconds: np.ndarray) -> dict[str, float | int]:
-    """Batch-1 latency percentiles in ms and the call count (the ``latency_*`` columns)."""
+def calls_needed(q: float) -> int:
+    """Timed calls a ``q`` percentile (q ≥ 0.5) needs: one call beyond it on average, 1 / (1 − q) — a p99 of 20
+    calls would be their maximum, not a 99th percentile."""
+    return int(math.ceil(1.0 / (1.0 - q) - 1e-9))
+
+
+def percentiles(values: np.ndarray, columns: dict[str, float], what: str) -> tuple[dict[str, float | None], dict[str, str]]:
+    """``({column: q-th percentile of values}, {column: why not})``: a percentile in a tail (q < 50 or q > 50)
+    needs ``calls_needed`` calls, else its column is None and the second dict says why."""
+    values = np.asarray(values)
+    out: dict[str, float | None] = {}
+    why: dict[str, str] = {}
+    for column, q in columns.items():
+        needed = calls_needed(max(q, 100.0 - q) / 100.0)
+        if values.size >= needed:
+            out[column] = float(np.percentile(values, q))
+        else:
+            out[column] = None
+            why[column] = (f"not measured: {values.size} timed {what} calls cannot estimate a {q:g}th "
+                           f"percentile (needs ≥ {needed}; raise train.inference.min_calls or min_seconds)")
+    return out, why
+
+
+def latency_summary(seconds: np.ndarray) -> tuple[dict[str, float | int | None], dict[str, str]]:
+    """Batch-1 latency percentiles in ms and the call count (the ``latency_*`` columns), and why a percentile
+    the calls cannot support is None."""
     ms = np.asarray(seconds) * 1e3
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return {"latency_p50_ms": float(p50), "latency_p90_ms": float(p90), "latency_p99_ms": float(p99),
-            "latency_calls": int(ms.size)}
+    out, why = percentiles(ms, {"latency_p50_ms": 50, "latency_p90_ms": 90, "latency_p99_ms": 99}, "batch-1")
+    return {**out, "latency_calls": int(ms.size)}, why
 
 
-def throughput_summary(seconds: np.ndarray, batch_size: int) -> dict[str, float | int]:
-    """Images/s median and p10/p90 over calls of ``batch_size`` images, and the call count."""
+def throughput_summary(seconds: np.ndarray, batch_size: int) -> tuple[dict[str, float | int | None], dict[str, str]]:
+    """Images/s median and p10/p90 over calls of ``batch_size`` images and the call count, and why a
+    percentile the calls cannot support is None."""
     rates = batch_size / np.maximum(np.asarray(seconds), 1e-12)
-    p10, p50, p90 = np.percentile(rates, [10, 50, 90])
-    return {"throughput_images_per_second": float(p50), "throughput_images_per_second_p10": float(p10),
-            "throughput_images_per_second_p90": float(p90), "throughput_calls": int(rates.size)}
+    out, why = percentiles(rates, {"throughput_images_per_second": 50, "throughput_images_per_second_p10": 10,
+                                   "throughput_images_per_second_p90": 90}, "throughput")
+    return {**out, "throughput_calls": int(rates.size)}, why

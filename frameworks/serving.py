@@ -227,7 +227,7 @@ def serve(request: dict[str, Any]) -> dict[str, Any]:
               "runtime_threads": request.get("threads"), "runtime_detail": runtime.detail,
               "runtime_import_seconds": import_clock.seconds, "load_seconds": load_clock.seconds,
               "first_call_ms": first_clock.seconds * 1e3, "test_samples": int(len(images)),
-              **latency_summary(latency), **throughput_summary(throughput, batch_size),
+              **latency_summary(latency)[0], **throughput_summary(throughput, batch_size)[0],
               "throughput_batch_size": batch_size, "peak_rss_mib": _peak_rss_mib(),
               "serving_imports": sorted(m for m in watched if m in sys.modules),
               "process_seconds": time.perf_counter() - started}

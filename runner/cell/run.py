@@ -52,7 +52,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import sys
 import time
 import traceback
@@ -522,43 +521,25 @@ def timed_calls(adapter, batch, settings: InferenceConfig) -> np.ndarray:
                   min_seconds=settings.min_seconds, max_seconds=settings.max_seconds, sync=adapter.sync)
 
 
-def calls_needed(q: float) -> int:
-    """Timed calls a ``q`` percentile (q ≥ 0.5) needs: one call beyond it on average, 1 / (1 − q) — a p99 of 20
-    calls would be their maximum, not a 99th percentile."""
-    return int(math.ceil(1.0 / (1.0 - q) - 1e-9))
-
-
-def _percentiles(c: _Cell, values: np.ndarray, columns: dict[str, float], what: str) -> dict[str, float | None]:
-    """``{column: q-th percentile of values}``; a percentile in a tail (q < 50 or q > 50) needs
-    ``calls_needed`` calls beyond the median's, else the column is None and ``unmeasured`` says why."""
-    out: dict[str, float | None] = {}
-    for column, q in columns.items():
-        needed = calls_needed(max(q, 100.0 - q) / 100.0)
-        if values.size >= needed:
-            out[column] = float(np.percentile(values, q))
-        else:
-            out[column] = None
-            c.unmeasured[column] = (f"not measured: {values.size} timed {what} calls cannot estimate a {q:g}th "
-                                    f"percentile (needs ≥ {needed}; raise train.inference.min_calls or min_seconds)")
-    return out
-
-
 def _latency(c: _Cell, adapter, ds, test_idx: np.ndarray, settings: InferenceConfig) -> dict[str, float | int | None]:
     """Batch-1 inference latency percentiles (ms); one test image, placed as the pipeline places data."""
+    from core.timing import latency_summary
+
     batch = adapter.inference_input(ds.x[test_idx[:1]], ds.mean, ds.std)
-    times = timed_calls(adapter, batch, settings) * 1e3
-    out = _percentiles(c, times, {"latency_p50_ms": 50, "latency_p90_ms": 90, "latency_p99_ms": 99}, "batch-1")
-    return {**out, "latency_calls": int(times.size)}
+    out, why = latency_summary(timed_calls(adapter, batch, settings))
+    c.unmeasured.update(why)
+    return out
 
 
 def _throughput(c: _Cell, adapter, ds, test_idx: np.ndarray, batch_size: int,
                 settings: InferenceConfig) -> dict[str, float | int | None]:
     """Images/s of inference on one ``batch_size`` batch of test images: median and p10/p90 over calls."""
+    from core.timing import throughput_summary
+
     batch = adapter.inference_input(ds.x[np.resize(test_idx, batch_size)], ds.mean, ds.std)
-    rates = batch_size / np.maximum(timed_calls(adapter, batch, settings), 1e-12)
-    out = _percentiles(c, rates, {"throughput_images_per_second": 50, "throughput_images_per_second_p10": 10,
-                                  "throughput_images_per_second_p90": 90}, "throughput")
-    return {**out, "throughput_calls": int(rates.size)}
+    out, why = throughput_summary(timed_calls(adapter, batch, settings), batch_size)
+    c.unmeasured.update(why)
+    return out
 
 
 def cell_from_config(cfg: Any) -> dict[str, Any]:
