@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from core import proc
 from core.timing import latency_summary, throughput_summary, timed_calls
 from frameworks.knobs import normalise_numpy, probabilities_from_logits
 
@@ -251,14 +252,10 @@ class _clock:
 
 
 def _peak_rss_mib() -> float:
-    """This process's peak RSS. Linux: ``VmHWM`` — not ``ru_maxrss``, which survives ``exec`` and so would report
-    the parent's RSS at fork time (the runner's, hundreds of MiB) for a small serving process."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0  # kB
-    except (OSError, ValueError, IndexError):
-        pass
+    """This process's peak RSS: Linux VmHWM (``core.proc``); elsewhere ``ru_maxrss``."""
+    peak = proc.peak_rss_mib()
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
 
@@ -269,14 +266,7 @@ def die_with_parent(parent_pid: int | None) -> None:
     time that is armed ends it here."""
     if not parent_pid or not sys.platform.startswith("linux"):
         return
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != int(parent_pid):
+    if proc.die_with_parent() and os.getppid() != int(parent_pid):
         os._exit(1)
 
 

@@ -31,31 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from core.proc import peak_rss_mib, rss_mib
+
 _CLEAR_REFS = Path("/proc/self/clear_refs")
-_STATUS = Path("/proc/self/status")
 _PAGE = 4096
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def rss_mib() -> float | None:
-    """This process's resident set size now (Linux VmRSS), MiB."""
-    kib = _status_kib("VmRSS")
-    return None if kib is None else kib / 1024.0
-
-
-def peak_rss_mib() -> float | None:
-    """The kernel's high-water mark of this process's RSS since the last ``reset_peak_rss`` (VmHWM), MiB."""
-    kib = _status_kib("VmHWM")
-    return None if kib is None else kib / 1024.0
 
 
 def reset_peak_rss() -> bool:

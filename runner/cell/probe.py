@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+from core.proc import die_with_parent, peak_rss_mib, rss_mib
 from core.text import one_line
 
 #: Columns the probe fills.
@@ -47,25 +48,13 @@ def measure(cell: Mapping[str, Any], choices: Mapping[str, str], device: str, st
         try:
             proc = subprocess.run([sys.executable, "-m", "runner.cell.probe", str(request), str(answer)], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                                  preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                  preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
         except subprocess.TimeoutExpired:
             return {}, f"not measured: the fresh-process memory probe took longer than {timeout:.0f} s"
         if proc.returncode != 0 or not answer.is_file():
             tail = (proc.stdout or "").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
             return {}, f"not measured: the fresh-process memory probe failed ({one_line(tail[0], 300)})"
         return json.loads(answer.read_text()), None
-
-
-def _die_with_parent() -> None:
-    """In the probe's process before it runs: SIGKILL it when the actor that started it dies (Linux
-    ``PR_SET_PDEATHSIG``), so a killed or stopped actor never leaves a probe behind."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        pass
 
 
 def _probe(request: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,7 +82,7 @@ def _probe(request: Mapping[str, Any]) -> dict[str, Any]:
     memory.make_resident(ds.x)
     metrics.load()
     memory.free_unused()
-    start = memory.rss_mib()
+    start = rss_mib()
     memory.reset_peak_rss()
     adapter.reset_peak_memory()
     import hydra.utils
@@ -115,7 +104,7 @@ def _probe(request: Mapping[str, Any]) -> dict[str, Any]:
             adapter.infer(batch)
     adapter.sync()
     peak_device = adapter.peak_device_memory_bytes()
-    return {"host_rss_fresh_start_mib": start, "peak_host_rss_fresh_mib": memory.peak_rss_mib(),
+    return {"host_rss_fresh_start_mib": start, "peak_host_rss_fresh_mib": peak_rss_mib(),
             "peak_device_memory_fresh_mib": None if peak_device is None else peak_device / 2**20}
 
 

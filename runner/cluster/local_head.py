@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from core.proc import die_with_parent
+
 log = logging.getLogger("runner.sweep")
 
 #: Where a local Ray listens: the loopback only (nothing of a local sweep is reachable from the network).
@@ -132,12 +134,7 @@ class LocalHead:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+    die_with_parent(signal.SIGTERM)
 
 
 def _free_loopback_port() -> int:
